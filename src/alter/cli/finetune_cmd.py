@@ -1,0 +1,46 @@
+"""`alter finetune`: the TOFU target (split full) and retain (split retainXX) models with one recipe."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from alter.training.finetune import default_recipe, finetune
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser(
+        "finetune", help="fine-tune a model on TOFU-format data (target or retain model)",
+        description="Fine-tune on answer tokens only. Build the target model with --split full and the retain "
+                    "model with --split retain90 (same recipe, as the TOFU protocol requires). Defaults depend on "
+                    "the model: tiny = 20 epochs at lr 2e-3; pretrained = 5 epochs at lr 5e-5 (LoRA: 1e-3).")
+    parser.add_argument("--model", required=True, help="'tiny', 'smollm2', a local model folder or a hub id")
+    parser.add_argument("--data", required=True, help="TOFU-format folder (e.g. from `alter world tofu`) or locuslab/TOFU")
+    parser.add_argument("--split", default="full", help="training split: full (target) or retain90/95/99 (retain)")
+    parser.add_argument("--out", required=True, help="output folder: safetensors model, tokenizer, manifest.json")
+    parser.add_argument("--lora", action="store_true", help="train LoRA adapters (merged into the weights on save)")
+    parser.add_argument("--lora-rank", type=int, default=16, help="LoRA rank (default 16)")
+    parser.add_argument("--epochs", type=float, help="epochs over the split (overrides the model's default)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (linear warm-up and decay)")
+    parser.add_argument("--batch-size", type=int, help="items per batch and process")
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (quick runs)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for initialisation and data order (default 0)")
+    parser.add_argument("--precision", default="auto", help="auto (bf16 autocast), fp32, bf16 or fp16 (CUDA only)")
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="optimizer steps between checkpoints")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> None:
+    recipe = default_recipe(args.model, args.lora)
+    overrides = {"epochs": args.epochs, "learning_rate": args.lr, "batch_size": args.batch_size,
+                 "max_steps": args.max_steps}
+    train = replace(recipe.train, seed=args.seed, precision=args.precision, checkpoint_every=args.checkpoint_every,
+                    **{k: v for k, v in overrides.items() if v is not None})
+    recipe = replace(recipe, train=train, lora_rank=args.lora_rank)
+    manifest = finetune(args.model, args.data, args.split, args.out, recipe, resume=args.resume,
+                        overwrite=args.overwrite, trust_remote_code=args.trust_remote_code)
+    print(f"saved {args.out}: {manifest['steps']} steps, final loss {manifest['loss_curve'][-1]['loss']:.4f}, "
+          f"{manifest['wall_seconds']:.1f} s, {manifest['tokens_per_second']:.0f} tokens/s, "
+          f"peak memory {manifest['peak_memory_mb']:.0f} MB")

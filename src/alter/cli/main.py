@@ -1,0 +1,43 @@
+"""`alter` command line: one subcommand per job; user mistakes end in one line on stderr and exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from alter import __version__
+from alter.cli import finetune_cmd, world_cmd
+from alter.errors import UserError
+
+COMMANDS = [world_cmd, finetune_cmd]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alter",
+        description="Machine unlearning for LLMs: ALTER, the field's baselines, and TOFU-style evaluation.",
+    )
+    parser.add_argument("--version", action="version", version=f"alter {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMANDS:
+        module.add_parser(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except UserError as err:
+        print(f"alter: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("alter: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

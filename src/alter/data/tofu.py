@@ -1,0 +1,141 @@
+"""TOFU-format data: the hub dataset `locuslab/TOFU` or a local folder laid out like it.
+
+A local folder holds one file per split, `<split>.json` (a JSON array) or `<split>.jsonl` (JSON lines).
+Split names follow the hub: full, forget01/05/10, retain90/95/99, forgetXX_perturbed, retain_perturbed,
+real_authors(_perturbed), world_facts(_perturbed), holdoutXX. Derived splits, when no file holds them:
+`full` = retain90 + forget10, `forgetXX_perturbed` = forgetXX (the local files carry the perturbed fields),
+`real_authors`/`world_facts` = their `_perturbed` file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from alter.errors import UserError
+
+QA_FIELDS = ("question", "answer")
+PERTURBED_FIELDS = ("question", "answer", "paraphrased_answer", "perturbed_answer")
+GENERAL_FIELDS = ("question", "answer", "perturbed_answer")
+HUB_ID = "locuslab/TOFU"
+
+# Which fields each kind of split must have (checked on every item).
+REQUIRED_FIELDS = {
+    "forget": PERTURBED_FIELDS,
+    "retain_perturbed": PERTURBED_FIELDS,
+    "real_authors": GENERAL_FIELDS,
+    "world_facts": GENERAL_FIELDS,
+}
+
+
+def required_fields(split: str) -> tuple[str, ...]:
+    for prefix, fields in REQUIRED_FIELDS.items():
+        if split.startswith(prefix):
+            return fields
+    return QA_FIELDS
+
+
+@dataclass
+class TofuData:
+    """A TOFU-format data source: a local folder, or the hub when `root` is the hub id."""
+
+    root: str
+
+    @property
+    def is_local(self) -> bool:
+        return self.root != HUB_ID
+
+    def load(self, split: str) -> list[dict]:
+        rows = self._read_local(split) if self.is_local else self._read_hub(split)
+        where = self._describe(split)
+        if not rows:
+            raise UserError(f"{where}: split {split!r} is empty")
+        validate_rows(rows, required_fields(split), where)
+        return rows
+
+    def has(self, split: str) -> bool:
+        try:
+            self.load(split)
+        except UserError:
+            return False
+        return True
+
+    def fingerprint(self, splits: list[str]) -> str:
+        digest = hashlib.sha256()
+        for split in splits:
+            digest.update(split.encode())
+            digest.update(json.dumps(self.load(split), sort_keys=True).encode())
+        return digest.hexdigest()[:16]
+
+    def _file(self, split: str) -> Path | None:
+        for suffix in (".json", ".jsonl"):
+            path = Path(self.root) / f"{split}{suffix}"
+            if path.is_file():
+                return path
+        return None
+
+    def _describe(self, split: str) -> str:
+        path = self._file(split) if self.is_local else None
+        return str(path) if path else f"{self.root}:{split}"
+
+    def _read_local(self, split: str) -> list[dict]:
+        root = Path(self.root)
+        if not root.is_dir():
+            raise UserError(f"{root}: data folder not found")
+        path = self._file(split)
+        if path is not None:
+            return read_rows(path)
+        if split == "full":
+            return self._read_local("retain90") + self._read_local("forget10")
+        if split.endswith("_perturbed") and split.startswith("forget"):
+            return self._read_local(split.removesuffix("_perturbed"))
+        if split in ("real_authors", "world_facts"):
+            return self._read_local(f"{split}_perturbed")
+        available = sorted(p.stem for p in root.iterdir() if p.suffix in (".json", ".jsonl"))
+        raise UserError(f"{root}: no split {split!r} (found: {', '.join(available) or 'no .json/.jsonl files'})")
+
+    def _read_hub(self, split: str) -> list[dict]:
+        from datasets import load_dataset
+
+        try:
+            return [dict(row) for row in load_dataset(HUB_ID, split, split="train")]
+        except Exception as err:  # datasets raises many types for offline/unknown configs
+            raise UserError(f"{HUB_ID}: cannot load split {split!r} ({str(err).splitlines()[0]})") from None
+
+
+def read_rows(path: Path) -> list[dict]:
+    text = path.read_text()
+    if path.suffix == ".jsonl":
+        rows = []
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise UserError(f"{path}:{number}: malformed JSON line ({err.msg})") from None
+    else:
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}: malformed JSON ({err.msg} at line {err.lineno})") from None
+        if not isinstance(rows, list):
+            raise UserError(f"{path}: expected a JSON array of items, got {type(rows).__name__}")
+    return rows
+
+
+def validate_rows(rows: list, fields: tuple[str, ...], where: str) -> None:
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise UserError(f"{where}: item {index} is {type(row).__name__}, expected an object")
+        for field in fields:
+            if field not in row:
+                raise UserError(f"{where}: item {index} has no field {field!r}")
+            value = row[field]
+            if field == "perturbed_answer":
+                if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+                    raise UserError(f"{where}: item {index} field {field!r} must be a non-empty list of strings")
+            elif not isinstance(value, str) or not value.strip():
+                raise UserError(f"{where}: item {index} field {field!r} must be a non-empty string")

@@ -1,0 +1,64 @@
+"""One teacher-forced pass over (question, answer) pairs gives every likelihood-based quantity per item.
+
+For each answer token t (label position, EOS included) we keep: log p(y_t), whether the teacher-forced argmax
+equals y_t, and the mean and standard deviation of log p under the model's own distribution at that position
+(Min-K%++). Metrics are pure functions of these arrays, so probability, truth ratio, forget quality, extraction
+strength, exact memorisation and the MIA attacks all reuse one pass.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from alter.data.batching import collate, length_sorted_batches
+from alter.data.formatting import IGNORE_INDEX, EncodedQA
+from alter.models.precision import autocast
+
+
+@dataclass
+class AnswerScores:
+    logprobs: np.ndarray  # log p(y_t) for each answer token
+    argmax_match: np.ndarray  # teacher-forced argmax == y_t
+    expected_logprob: np.ndarray  # E_{v~p}[log p(v)] at each position
+    std_logprob: np.ndarray  # std_{v~p}[log p(v)] at each position
+
+    @property
+    def nll(self) -> float:
+        """Mean negative log-likelihood over the answer tokens."""
+        return float(-self.logprobs.mean())
+
+
+@torch.no_grad()
+def score_answers(model, items: list[EncodedQA], pad_id: int, batch_size: int = 16, precision: str = "fp32",
+                  progress=None) -> list[AnswerScores]:
+    device = next(model.parameters()).device
+    results: list[AnswerScores | None] = [None] * len(items)
+    for indices in length_sorted_batches([len(item.input_ids) for item in items], batch_size):
+        batch = collate([items[i] for i in indices], pad_id, side="right")
+        with autocast(precision, device):
+            logits = model(input_ids=batch["input_ids"].to(device),
+                           attention_mask=batch["attention_mask"].to(device)).logits
+        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+        labels = batch["labels"][:, 1:].to(device)
+        for row, index in enumerate(indices):
+            positions = (labels[row] != IGNORE_INDEX).nonzero().squeeze(-1)
+            results[index] = _answer_scores(logp[row, positions], labels[row, positions])
+        if progress is not None:
+            progress.update(len(indices))
+    return results  # type: ignore[return-value]
+
+
+def _answer_scores(logp: torch.Tensor, targets: torch.Tensor) -> AnswerScores:
+    probs = logp.exp()
+    expected = (probs * logp).sum(-1)
+    second_moment = (probs * logp.square()).sum(-1)
+    std = (second_moment - expected.square()).clamp_min(0).sqrt()
+    return AnswerScores(
+        logprobs=logp.gather(-1, targets[:, None]).squeeze(-1).cpu().numpy(),
+        argmax_match=(logp.argmax(-1) == targets).cpu().numpy(),
+        expected_logprob=expected.cpu().numpy(),
+        std_logprob=std.cpu().numpy(),
+    )

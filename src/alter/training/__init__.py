@@ -1,0 +1,1 @@
+"""The shared training loop, fine-tuning recipes, and cost accounting."""

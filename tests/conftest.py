@@ -1,0 +1,44 @@
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TOFU_DIR = SHARED_DATA / "tofu"
+
+
+@pytest.fixture(scope="session")
+def tofu_dir() -> Path:
+    if not TOFU_DIR.is_dir():
+        pytest.fail(f"shared TOFU data not found at {TOFU_DIR}")
+    return TOFU_DIR
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory) -> Path:
+    """A 10-author synthetic world (200 QA), written once per session."""
+    from alter.data.world import WorldSpec, write_world
+
+    out = tmp_path_factory.mktemp("world10")
+    write_world(WorldSpec(authors=10, seed=3), out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_pair(small_world):
+    """A small freshly initialised tiny model and its tokenizer, trained on the small world's text."""
+    from alter.models.tiny import TinyConfig, build_tiny
+    from alter.training.finetune import corpus_texts
+
+    config = TinyConfig(vocab_size=1024, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128)
+    return build_tiny(corpus_texts(str(small_world)), seed=0, config=config)
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    from alter.models import load_model
+
+    return load_model("smollm2")
