@@ -42,3 +42,18 @@ def smollm2():
     from alter.models import load_model
 
     return load_model("smollm2")
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(small_world, tmp_path_factory):
+    """Tiny target (on full) and retain (on retain90) models of the small world, briefly fine-tuned."""
+    from dataclasses import replace
+
+    from alter.training.finetune import default_recipe, finetune
+
+    root = tmp_path_factory.mktemp("tiny-runs")
+    recipe = default_recipe("tiny", lora=False)
+    recipe = replace(recipe, train=replace(recipe.train, epochs=6, precision="fp32"))
+    for name, split in (("target", "full"), ("retain", "retain90")):
+        finetune("tiny", str(small_world), split, str(root / name), recipe)
+    return root

@@ -1,0 +1,53 @@
+"""The scoring pass against a stub model whose next-token distribution is known exactly."""
+
+import numpy as np
+import pytest
+import torch
+
+from alter.data.formatting import EncodedQA
+from alter.evaluation.scoring import score_answers
+
+VOCAB = 5
+rng = np.random.default_rng(7)
+TRANSITIONS = rng.dirichlet(np.ones(VOCAB), size=VOCAB)  # P[next | current]
+
+
+class BigramStub(torch.nn.Module):
+    """logits at position t = log P[. | token t]: a model with fixed, known next-token probabilities."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.tensor(np.log(TRANSITIONS), dtype=torch.float32))
+
+    def forward(self, input_ids, attention_mask=None):
+        class Output:
+            pass
+
+        output = Output()
+        output.logits = self.table[input_ids]
+        return output
+
+
+def expected(item: EncodedQA):
+    ids = item.input_ids
+    rows = [TRANSITIONS[ids[t - 1]] for t in range(item.prompt_length, len(ids))]
+    targets = ids[item.prompt_length :]
+    logprobs = np.array([np.log(row[y]) for row, y in zip(rows, targets)])
+    matches = np.array([row.argmax() == y for row, y in zip(rows, targets)])
+    mean = np.array([(row * np.log(row)).sum() for row in rows])
+    std = np.array([np.sqrt((row * (np.log(row) - m) ** 2).sum()) for row, m in zip(rows, mean)])
+    return logprobs, matches, mean, std
+
+
+def test_scores_equal_the_known_distribution_with_padding_and_batching():
+    items = [EncodedQA([0, 1, 2, 3, 4], 2), EncodedQA([4, 3, 2], 1), EncodedQA([1, 1, 0, 2, 4, 3, 1], 4),
+             EncodedQA([2, 0], 1)]
+    pad_id = 3  # a real token id used as pad: must not hide real tokens
+    scores = score_answers(BigramStub(), items, pad_id=pad_id, batch_size=3)
+    for item, score in zip(items, scores):
+        logprobs, matches, mean, std = expected(item)
+        np.testing.assert_allclose(score.logprobs, logprobs, rtol=1e-5)
+        np.testing.assert_array_equal(score.argmax_match, matches)
+        np.testing.assert_allclose(score.expected_logprob, mean, rtol=1e-5)
+        np.testing.assert_allclose(score.std_logprob, std, rtol=1e-4)
+        assert score.nll == pytest.approx(-logprobs.mean(), rel=1e-5)
