@@ -7,10 +7,10 @@ import os
 import sys
 
 from alter import __version__
-from alter.cli import eval_cmd, finetune_cmd, world_cmd
+from alter.cli import eval_cmd, finetune_cmd, unlearn_cmd, world_cmd
 from alter.errors import UserError
 
-COMMANDS = [world_cmd, finetune_cmd, eval_cmd]
+COMMANDS = [world_cmd, finetune_cmd, unlearn_cmd, eval_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,9 +3,12 @@ many chat models use their end-of-turn token as pad (SmolLM2's `<|im_end|>` is p
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from alter.data.formatting import IGNORE_INDEX, EncodedQA
+from alter.errors import UserError
 
 
 def collate(items: list[EncodedQA], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
@@ -27,3 +30,53 @@ def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]
     """Indices grouped into batches of similar length (longest first), to waste little compute on padding."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class QABatches:
+    """Shuffled answer-labelled batches, a pure function of (seed, epoch, index); ranks take disjoint rows."""
+
+    def __init__(self, items: list[EncodedQA], batch_size: int, seed: int, pad_id: int, rank: int = 0, world: int = 1):
+        if not items:
+            raise UserError("no training items")
+        self.items, self.batch_size, self.seed, self.pad_id = items, batch_size, seed, pad_id
+        self.rank, self.world = rank, world
+
+    def batches_per_epoch(self) -> int:
+        return math.ceil(len(self.items) / (self.batch_size * self.world))
+
+    def indices(self, epoch: int, index: int) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        order = torch.randperm(len(self.items), generator=generator).tolist()
+        span = self.batch_size * self.world
+        positions = range(index * span + self.rank, (index + 1) * span, self.world)
+        return [order[p % len(order)] for p in positions]
+
+    def batch(self, epoch: int, index: int) -> dict:
+        return collate([self.items[i] for i in self.indices(epoch, index)], self.pad_id)
+
+
+class UnlearnBatches:
+    """Forget batches in shuffled order, each paired with refusal answers to the same questions and with retain
+    items sampled at random; the retain sampler is seeded per (rank, epoch, index), so ranks see different rows."""
+
+    def __init__(self, forget: list[EncodedQA], retain: list[EncodedQA], idk: list[EncodedQA] | None,
+                 batch_size: int, seed: int, pad_id: int, rank: int = 0, world: int = 1):
+        self.forget = QABatches(forget, batch_size, seed, pad_id, rank, world)
+        self.retain, self.idk, self.pad_id = retain, idk, pad_id
+        self.seed, self.rank, self.batch_size = seed, rank, batch_size
+
+    def batches_per_epoch(self) -> int:
+        return self.forget.batches_per_epoch()
+
+    def retain_indices(self, epoch: int, index: int) -> list[int]:
+        generator = torch.Generator().manual_seed(hash((self.seed, self.rank, epoch, index)) % 2**62)
+        return torch.randint(len(self.retain), (self.batch_size,), generator=generator).tolist()
+
+    def batch(self, epoch: int, index: int) -> dict:
+        chosen = self.forget.indices(epoch, index)
+        batch = {"forget": collate([self.forget.items[i] for i in chosen], self.pad_id)}
+        if self.retain:
+            batch["retain"] = collate([self.retain[i] for i in self.retain_indices(epoch, index)], self.pad_id)
+        if self.idk:
+            batch["idk"] = collate([self.idk[i] for i in chosen], self.pad_id)
+        return batch

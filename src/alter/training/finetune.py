@@ -6,7 +6,6 @@ model). Output: safetensors weights, tokenizer, and `manifest.json` written last
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from alter.data.batching import collate
+from alter.data.batching import QABatches
 from alter.data.formatting import PLAIN_PROMPT, EncodedQA, encode_qa
 from alter.data.tofu import TofuData, read_rows
 from alter.data.world import WORLD_INFO
@@ -49,26 +48,6 @@ def default_recipe(model_spec: str, lora: bool) -> FinetuneRecipe:
         recipe = DEFAULT_RECIPES["tiny"]
         return replace(recipe, lora=lora)
     return DEFAULT_RECIPES["pretrained-lora" if lora else "pretrained"]
-
-
-class QABatches:
-    """Shuffled answer-labelled QA batches; a pure function of (seed, epoch, index); ranks take disjoint rows."""
-
-    def __init__(self, items: list[EncodedQA], batch_size: int, seed: int, pad_id: int, rank: int = 0, world: int = 1):
-        if not items:
-            raise UserError("no training items")
-        self.items, self.batch_size, self.seed, self.pad_id = items, batch_size, seed, pad_id
-        self.rank, self.world = rank, world
-
-    def batches_per_epoch(self) -> int:
-        return math.ceil(len(self.items) / (self.batch_size * self.world))
-
-    def batch(self, epoch: int, index: int) -> dict:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-        order = torch.randperm(len(self.items), generator=generator).tolist()
-        span = self.batch_size * self.world
-        positions = range(index * span + self.rank, (index + 1) * span, self.world)
-        return collate([self.items[order[p % len(order)]] for p in positions], self.pad_id)
 
 
 def make_accelerator(precision: str):

@@ -1,0 +1,111 @@
+"""What every unlearning objective shares: the method record, the reference model, sequence log-likelihoods.
+
+An objective sees a batch `{"forget": ..., "retain": ..., "idk": ...}` (each a right-padded, answer-labelled
+batch; `idk` pairs the forget questions with refusal answers) and returns `(loss, logs)`.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from alter.data.formatting import IGNORE_INDEX
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    summary: str
+    params: type  # dataclass of hyperparameters, defaults from the literature
+    loss: Callable  # (model, batch, params, reference) -> (loss, logs)
+    needs_reference: bool = False
+    needs_retain: bool = True
+    needs_idk: bool = False
+
+
+class Reference:
+    """The frozen starting model. With adapters it is the base with adapters disabled (no second copy in memory);
+    with full fine-tuning it is a frozen deep copy made once, whose memory shows in the manifest."""
+
+    def __init__(self, model: torch.nn.Module, adapter_based: bool):
+        self.adapter_based = adapter_based
+        self.copy = None
+        if not adapter_based:
+            self.copy = copy.deepcopy(model).eval()
+            self.copy.requires_grad_(False)
+
+    def parameter_bytes(self) -> int:
+        if self.copy is None:
+            return 0
+        return sum(p.numel() * p.element_size() for p in self.copy.parameters())
+
+    @torch.no_grad()
+    def forward(self, model: torch.nn.Module, batch: dict, **kwargs):
+        if self.adapter_based:
+            unwrapped = getattr(model, "module", model)
+            with unwrapped.disable_adapter() if hasattr(unwrapped, "disable_adapter") else nullcontext():
+                return unwrapped(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)
+        return self.copy(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)
+
+
+def forward(model: torch.nn.Module, batch: dict, **kwargs):
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)
+
+
+def shifted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits that predict each label, the labels, and the answer-token mask."""
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    mask = labels != IGNORE_INDEX
+    return logits, labels.masked_fill(~mask, 0), mask
+
+
+def sequence_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sequence: the summed answer NLL and the number of answer tokens."""
+    logits, targets, mask = shifted(logits, labels)
+    token_nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none") * mask
+    return token_nll.sum(-1), mask.sum(-1)
+
+
+def mean_nll(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """Token-averaged answer NLL over the batch (the fine-tuning loss)."""
+    total, count = sequence_nll(forward(model, batch).logits, batch["labels"])
+    return total.sum() / count.sum().clamp_min(1)
+
+
+def kl_to_reference(model: torch.nn.Module, batch: dict, reference: Reference) -> torch.Tensor:
+    """KL(p_reference || p_model) averaged over answer tokens."""
+    logits, _, mask = shifted(forward(model, batch).logits, batch["labels"])
+    ref_logits, _, _ = shifted(reference.forward(model, batch).logits, batch["labels"])
+    model_logp, ref_logp = F.log_softmax(logits, -1), F.log_softmax(ref_logits, -1)
+    token_kl = (ref_logp.exp() * (ref_logp - model_logp)).sum(-1)
+    return (token_kl * mask).sum() / mask.sum().clamp_min(1)
+
+
+def retain_loss(model: torch.nn.Module, batch: dict, kind: str, reference: Reference | None) -> torch.Tensor:
+    if kind == "nll":
+        return mean_nll(model, batch["retain"])
+    if kind == "kl":
+        return kl_to_reference(model, batch["retain"], reference)
+    raise ValueError(f"retain_loss must be 'nll' or 'kl', got {kind!r}")
+
+
+def combine(forget: torch.Tensor, retain: torch.Tensor | None, gamma: float, alpha: float):
+    """gamma * forget + alpha * retain, with both parts logged."""
+    logs = {"forget_loss": forget.item()}
+    loss = gamma * forget
+    if retain is not None:
+        logs["retain_loss"] = retain.item()
+        loss = loss + alpha * retain
+    return loss, logs
+
+
+def dpo_log_ratio(model: torch.nn.Module, batch: dict, reference: Reference) -> torch.Tensor:
+    """Per sequence: log p_model(a|q) - log p_reference(a|q), summed over answer tokens."""
+    model_nll, _ = sequence_nll(forward(model, batch).logits, batch["labels"])
+    ref_nll, _ = sequence_nll(reference.forward(model, batch).logits, batch["labels"])
+    return ref_nll - model_nll

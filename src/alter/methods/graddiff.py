@@ -1,0 +1,22 @@
+"""GradDiff: gradient ascent on forget plus descent on retain (Liu et al., 2022; TOFU baseline).
+loss = gamma * (-NLL(forget)) + alpha * L_retain, L_retain = NLL(retain) or KL(p_ref || p) on retain."""
+
+from dataclasses import dataclass
+
+from alter.methods.base import Method, combine, mean_nll, retain_loss
+
+
+@dataclass
+class GradDiffParams:
+    gamma: float = 1.0
+    alpha: float = 1.0
+    retain_loss: str = "nll"
+
+
+def loss(model, batch, params, reference):
+    forget = -mean_nll(model, batch["forget"])
+    return combine(forget, retain_loss(model, batch, params.retain_loss, reference), params.gamma, params.alpha)
+
+
+METHOD = Method("graddiff", "ascent on forget, descent on retain (retain loss NLL or KL)", GradDiffParams, loss,
+                needs_reference=False)

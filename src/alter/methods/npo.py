@@ -1,0 +1,27 @@
+"""NPO, negative preference optimisation (Zhang et al., 2024), with a retain term as in OpenUnlearning.
+forget = -(2/beta) * mean log sigmoid(-beta * (log p(a|q) - log p_ref(a|q))), sequence log-likelihoods;
+loss = gamma * forget + alpha * L_retain."""
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+
+from alter.methods.base import Method, combine, dpo_log_ratio, retain_loss
+
+
+@dataclass
+class NPOParams:
+    beta: float = 0.1
+    gamma: float = 1.0
+    alpha: float = 1.0
+    retain_loss: str = "nll"
+
+
+def loss(model, batch, params, reference):
+    log_ratio = dpo_log_ratio(model, batch["forget"], reference)
+    forget = -2.0 / params.beta * F.logsigmoid(-params.beta * log_ratio).mean()
+    return combine(forget, retain_loss(model, batch, params.retain_loss, reference), params.gamma, params.alpha)
+
+
+METHOD = Method("npo", "negative preference optimisation against the frozen model (beta 0.1) + retain NLL",
+                NPOParams, loss, needs_reference=True)

@@ -1,0 +1,277 @@
+"""Unlearning objectives: each loss against a hand computation on a stub with known probabilities, then two
+real steps on a tiny model, adapter isolation, the reference model, and recipe errors."""
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from alter.data.batching import UnlearnBatches
+from alter.data.formatting import EncodedQA, encode_qa
+from alter.data.tofu import TofuData
+from alter.errors import UserError
+from alter.methods import METHODS, get_method
+from alter.methods.base import Reference, mean_nll
+from alter.training.finetune import attach_lora, make_accelerator
+from alter.training.loop import TrainConfig, train
+from alter.training.recipe import build_recipe
+
+VOCAB = 6
+rng = np.random.default_rng(11)
+MODEL_TABLE = rng.dirichlet(np.ones(VOCAB), size=VOCAB)
+REFERENCE_TABLE = rng.dirichlet(np.ones(VOCAB), size=VOCAB)
+
+
+class BigramStub(torch.nn.Module):
+    """Next-token distribution P[current] - known exactly, so every loss can be computed by hand."""
+
+    def __init__(self, table):
+        super().__init__()
+        self.table = torch.nn.Parameter(torch.tensor(np.log(table), dtype=torch.float32))
+
+    def forward(self, input_ids, attention_mask=None, **_):
+        return type("Output", (), {"logits": self.table[input_ids]})()
+
+
+FORGET = [EncodedQA([0, 1, 2, 3], 2), EncodedQA([4, 5, 1], 1)]  # prompts masked: answers [2, 3] and [5, 1]
+RETAIN = [EncodedQA([2, 2, 4, 0], 3)]
+IDK = [EncodedQA([0, 1, 5, 5], 2), EncodedQA([4, 0, 3], 1)]
+
+
+def answer_logprobs(table, item):
+    ids = item.input_ids
+    return np.array([math.log(table[ids[t - 1], ids[t]]) for t in range(item.prompt_length, len(ids))])
+
+
+def token_mean_nll(table, items):
+    values = np.concatenate([answer_logprobs(table, item) for item in items])
+    return -values.mean()
+
+
+def logsigmoid(x):
+    return -np.log1p(np.exp(-x))
+
+
+def stub_batch():
+    source = UnlearnBatches(FORGET, RETAIN, IDK, batch_size=2, seed=0, pad_id=0)
+    order = source.forget.indices(0, 0)
+    return source.batch(0, 0), [FORGET[i] for i in order], [IDK[i] for i in order]
+
+
+def run_loss(name, **params):
+    method = get_method(name)
+    model = BigramStub(REFERENCE_TABLE)
+    reference = Reference(model, adapter_based=False)  # frozen copy of the reference table
+    with torch.no_grad():
+        model.table.copy_(torch.tensor(np.log(MODEL_TABLE)))
+    batch, forget, idk = stub_batch()
+    loss, _ = method.loss(model, batch, replace(method.params(), **params), reference)
+    return loss.item(), forget, idk
+
+
+def seq_logratio(items):
+    return np.array([answer_logprobs(MODEL_TABLE, i).sum() - answer_logprobs(REFERENCE_TABLE, i).sum() for i in items])
+
+
+def test_gradascent_by_hand():
+    loss, forget, _ = run_loss("gradascent")
+    assert loss == pytest.approx(-token_mean_nll(MODEL_TABLE, forget), rel=1e-5)
+
+
+def test_graddiff_by_hand():
+    loss, forget, _ = run_loss("graddiff", gamma=1.0, alpha=0.5)
+    expected = -token_mean_nll(MODEL_TABLE, forget) + 0.5 * token_mean_nll(MODEL_TABLE, RETAIN)
+    assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_graddiff_kl_retain_by_hand():
+    loss, forget, _ = run_loss("graddiff", alpha=1.0, retain_loss="kl")
+    ids, start = RETAIN[0].input_ids, RETAIN[0].prompt_length
+    kls = [sum(REFERENCE_TABLE[ids[t - 1], v] * math.log(REFERENCE_TABLE[ids[t - 1], v] / MODEL_TABLE[ids[t - 1], v])
+               for v in range(VOCAB)) for t in range(start, len(ids))]
+    assert loss == pytest.approx(-token_mean_nll(MODEL_TABLE, forget) + np.mean(kls), rel=1e-5)
+
+
+def test_npo_by_hand():
+    beta = 0.1
+    loss, forget, _ = run_loss("npo", beta=beta, alpha=0.0)
+    expected = (-2 / beta * logsigmoid(-beta * seq_logratio(forget))).mean()
+    assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_npo_equals_2_ln2_over_beta_at_the_reference():
+    method = get_method("npo")
+    model = BigramStub(MODEL_TABLE)
+    batch, _, _ = stub_batch()
+    loss, _ = method.loss(model, batch, method.params(beta=0.1, alpha=0.0), Reference(model, adapter_based=False))
+    assert loss.item() == pytest.approx(2 / 0.1 * math.log(2), rel=1e-5)
+
+
+def test_simnpo_by_hand():
+    beta, gamma, delta = 4.5, 0.125, 0.3
+    loss, forget, _ = run_loss("simnpo", beta=beta, gamma=gamma, delta=delta, alpha=1.0)
+    per_token = np.array([-answer_logprobs(MODEL_TABLE, i).mean() for i in forget]) - delta
+    expected = gamma * (-2 / beta * logsigmoid(beta * per_token)).mean() + token_mean_nll(MODEL_TABLE, RETAIN)
+    assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_idknll_by_hand():
+    loss, _, idk = run_loss("idknll", alpha=0.0)
+    assert loss == pytest.approx(token_mean_nll(MODEL_TABLE, idk), rel=1e-5)
+
+
+def test_idkdpo_by_hand():
+    beta = 0.1
+    loss, forget, idk = run_loss("idkdpo", beta=beta, alpha=0.0)
+    expected = (-2 / beta * logsigmoid(beta * (seq_logratio(idk) - seq_logratio(forget)))).mean()
+    assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_undial_by_hand():
+    beta = 10.0
+    loss, forget, _ = run_loss("undial", beta=beta, alpha=0.0)
+    terms = []
+    for item in forget:
+        ids = item.input_ids
+        for t in range(item.prompt_length, len(ids)):
+            teacher = np.log(REFERENCE_TABLE[ids[t - 1]])
+            teacher[ids[t]] -= beta
+            soft = np.exp(teacher) / np.exp(teacher).sum()
+            terms.append(-(soft * np.log(MODEL_TABLE[ids[t - 1]])).sum())
+    assert loss == pytest.approx(np.mean(terms), rel=1e-5)
+
+
+# --- real steps on a tiny model -----------------------------------------------------------------------------
+
+
+def tiny_batches(tiny_runs, small_world, lora=False):
+    from alter.models import load_model
+
+    model, tokenizer = load_model(str(tiny_runs / "target"))
+    data = TofuData(str(small_world))
+    encode = lambda rows: [encode_qa(tokenizer, r["question"], r["answer"]) for r in rows]  # noqa: E731
+    forget_rows = data.load("forget10")
+    idk = [encode_qa(tokenizer, r["question"], "I don't know.") for r in forget_rows]
+    source = UnlearnBatches(encode(forget_rows), encode(data.load("retain90")), idk, 8, 0, tokenizer.pad_token_id)
+    if lora:
+        model = attach_lora(model, 4, 8)
+    return model, source
+
+
+def forget_measure(name, model, batch, reference, params):
+    """The quantity each method should move, and whether it should go up."""
+    if name in ("idknll", "idkdpo"):
+        return mean_nll(model, batch["idk"]).item(), False
+    if name == "rmu":
+        loss, logs = get_method(name).loss(model, batch, params, reference)
+        return logs["forget_loss"], False
+    return mean_nll(model, batch["forget"]).item(), True
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_two_steps_move_the_forget_loss_the_intended_way(name, tiny_runs, small_world):
+    torch.manual_seed(0)
+    method = get_method(name)
+    model, source = tiny_batches(tiny_runs, small_world)
+    params = method.params()
+    if name == "rmu":
+        params = replace(params, steering_coeff=20.0, alpha=1.0)
+    reference = Reference(model, adapter_based=False)
+    batch = source.batch(0, 0)
+    with torch.no_grad():
+        before, up = forget_measure(name, model, batch, reference, params)
+    config = TrainConfig(epochs=1, learning_rate=1e-3, max_steps=2, warmup_ratio=0.0, scheduler="constant",
+                         batch_size=8, precision="fp32")
+    train(model, lambda m, b: method.loss(m, b, params, reference), FixedBatch(batch), config, make_accelerator("fp32"))
+    with torch.no_grad():
+        after, _ = forget_measure(name, model, batch, reference, params)
+    assert (after > before) if up else (after < before), (before, after)
+
+
+class FixedBatch:
+    def __init__(self, batch):
+        self.fixed = batch
+
+    def batches_per_epoch(self):
+        return 1
+
+    def batch(self, epoch, index):
+        return self.fixed
+
+
+def test_adapter_training_leaves_base_weights_bitwise_unchanged_and_reference_is_the_frozen_model(tiny_runs, small_world):
+    model, source = tiny_batches(tiny_runs, small_world, lora=True)
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" not in n}
+    batch = source.batch(0, 0)
+    with torch.no_grad(), model.disable_adapter():
+        frozen_logits = model(input_ids=batch["forget"]["input_ids"],
+                              attention_mask=batch["forget"]["attention_mask"]).logits.clone()
+    method = get_method("npo")
+    reference = Reference(model, adapter_based=True)
+    assert reference.parameter_bytes() == 0  # no second copy of the weights
+    config = TrainConfig(max_steps=2, learning_rate=1e-2, warmup_ratio=0.0, precision="fp32")
+    train(model, lambda m, b: method.loss(m, b, method.params(), reference), FixedBatch(batch), config,
+          make_accelerator("fp32"))
+    for name, param in model.named_parameters():
+        if "lora_" not in name:
+            assert torch.equal(param, base[name]), name
+    assert any(not torch.equal(p, torch.zeros_like(p)) for n, p in model.named_parameters() if "lora_B" in n)
+    reference_logits = reference.forward(model, batch["forget"]).logits
+    assert torch.equal(reference_logits, frozen_logits)
+    adapted = model(input_ids=batch["forget"]["input_ids"], attention_mask=batch["forget"]["attention_mask"]).logits
+    assert not torch.allclose(adapted, frozen_logits)
+
+
+def test_retain_sampling_differs_across_ranks_and_is_seeded():
+    items = [EncodedQA([1, 2, 3], 1) for _ in range(50)]
+    rank0 = UnlearnBatches(items, items, None, 4, seed=1, pad_id=0, rank=0, world=2)
+    rank1 = UnlearnBatches(items, items, None, 4, seed=1, pad_id=0, rank=1, world=2)
+    assert rank0.retain_indices(0, 0) != rank1.retain_indices(0, 0)
+    assert rank0.retain_indices(0, 0) == UnlearnBatches(items, items, None, 4, 1, 0, 0, 2).retain_indices(0, 0)
+    assert not set(rank0.forget.indices(0, 0)) & set(rank1.forget.indices(0, 0))
+
+
+# --- recipes ------------------------------------------------------------------------------------------------
+
+
+def test_shipped_recipes_equal_the_code_defaults():
+    folder = Path(__file__).resolve().parents[1] / "configs" / "unlearn"
+    for name in METHODS:
+        path = folder / f"{name}.yaml"
+        assert yaml.safe_load(path.read_text()) == build_recipe(None, str(path), []).as_dict()
+        assert build_recipe(None, str(path), []).as_dict() == build_recipe(name, None, []).as_dict()
+
+
+def test_set_overrides_and_type_coercion():
+    recipe = build_recipe("npo", None, ["train.learning_rate=1e-4", "params.beta=0.5", "lora.enabled=true",
+                                        "train.max_steps=3"])
+    assert recipe.train.learning_rate == 1e-4 and recipe.params.beta == 0.5 and recipe.lora.enabled
+    assert recipe.learning_rate == recipe.lora.learning_rate and recipe.train.max_steps == 3
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["params.betta=0.1"], "unknown key params.betta"),
+    (["train.epochs=many"], "train.epochs must be float"),
+    (["lora.enabled=3"], "lora.enabled must be bool"),
+    (["train.batch_size=2.5"], "train.batch_size must be int"),
+    (["optim.lr=1"], "unknown section 'optim'"),
+    (["learning_rate=1"], "expected section.key=value"),
+])
+def test_recipe_errors_are_clear(overrides, message):
+    with pytest.raises(UserError, match=message):
+        build_recipe("npo", None, overrides)
+
+
+def test_unknown_method_and_bad_config_file(tmp_path):
+    with pytest.raises(UserError, match="unknown method 'npp'"):
+        build_recipe("npp", None, [])
+    with pytest.raises(UserError, match="recipe file not found"):
+        build_recipe("npo", str(tmp_path / "none.yaml"), [])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: [npo\n")
+    with pytest.raises(UserError, match="malformed YAML"):
+        build_recipe(None, str(bad), [])
