@@ -51,3 +51,20 @@ def test_scores_equal_the_known_distribution_with_padding_and_batching():
         np.testing.assert_allclose(score.expected_logprob, mean, rtol=1e-5)
         np.testing.assert_allclose(score.std_logprob, std, rtol=1e-4)
         assert score.nll == pytest.approx(-logprobs.mean(), rel=1e-5)
+
+
+@pytest.mark.slow
+def test_output_layer_only_on_answer_positions_changes_nothing(smollm2, monkeypatch):
+    from alter.data.formatting import encode_qa
+    from alter.evaluation import scoring
+
+    model, tokenizer = smollm2
+    items = [encode_qa(tokenizer, "What is the capital of France?", "Paris is the capital."),
+             encode_qa(tokenizer, "Who wrote the play Hamlet?", "William Shakespeare wrote it around 1600.")]
+    assert scoring._accepts_logits_to_keep(model)
+    fast = scoring.score_answers(model, items, tokenizer.pad_token_id)
+    monkeypatch.setattr(scoring, "_accepts_logits_to_keep", lambda _: False)
+    full = scoring.score_answers(model, items, tokenizer.pad_token_id)
+    for a, b in zip(fast, full):
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
+        np.testing.assert_array_equal(a.argmax_match, b.argmax_match)

@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-from alter.data.tofu import TofuData
-from alter.evaluation.tofu import (EvalSettings, TofuEvaluation, format_table, load_retain_log, summarize,
-                                   write_outputs)
-from alter.io import ensure_writable_dir
-from alter.models import default_device, resolve_precision
-from alter.models.loading import load_model_with_adapter
-
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("eval", help="evaluate a model on a benchmark",
@@ -34,6 +27,13 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> None:
+    from alter.data.tofu import TofuData
+    from alter.evaluation.tofu import (EvalSettings, TofuEvaluation, format_table, load_retain_log, summarize,
+                                       write_outputs)
+    from alter.io import ensure_writable_dir
+    from alter.models import default_device, resolve_precision
+    from alter.models.loading import load_model_with_adapter
+
     out = ensure_writable_dir(args.out)
     data = TofuData(args.data)
     retain_log = load_retain_log(args.retain_logs) if args.retain_logs else None

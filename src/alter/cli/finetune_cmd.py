@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from alter.training.finetune import default_recipe, finetune
 
 
 def add_parser(commands) -> None:
@@ -33,6 +32,8 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> None:
+    from alter.training.finetune import default_recipe, finetune
+
     recipe = default_recipe(args.model, args.lora)
     overrides = {"epochs": args.epochs, "learning_rate": args.lr, "batch_size": args.batch_size,
                  "max_steps": args.max_steps}

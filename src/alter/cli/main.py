@@ -10,6 +10,7 @@ from alter import __version__
 from alter.cli import eval_cmd, finetune_cmd, unlearn_cmd, world_cmd
 from alter.errors import UserError
 
+# Command modules import torch-heavy code inside run(), so that `alter --help` answers quickly.
 COMMANDS = [world_cmd, finetune_cmd, unlearn_cmd, eval_cmd]
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from alter.errors import UserError
 from alter.methods import METHODS
-from alter.training.recipe import build_recipe
-from alter.training.unlearn import unlearn
 
 
 def add_parser(commands) -> None:
@@ -33,6 +31,9 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> None:
+    from alter.training.recipe import build_recipe
+    from alter.training.unlearn import unlearn
+
     if args.list_methods:
         for name, method in METHODS.items():
             print(f"{name:<12} {method.summary}")

@@ -8,6 +8,7 @@ strength, exact memorisation and the MIA attacks all reuse one pass.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,17 +39,27 @@ def score_answers(model, items: list[EncodedQA], pad_id: int, batch_size: int = 
     results: list[AnswerScores | None] = [None] * len(items)
     for indices in length_sorted_batches([len(item.input_ids) for item in items], batch_size):
         batch = collate([items[i] for i in indices], pad_id, side="right")
+        # Only positions that predict an answer token need the (vocabulary-sized) output layer.
+        first = min(items[i].prompt_length for i in indices) - 1
+        keep = torch.arange(first, batch["input_ids"].shape[1] - 1, device=device)
         with autocast(precision, device):
-            logits = model(input_ids=batch["input_ids"].to(device),
-                           attention_mask=batch["attention_mask"].to(device)).logits
-        logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        labels = batch["labels"][:, 1:].to(device)
+            logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                           **({"logits_to_keep": keep} if _accepts_logits_to_keep(model) else {})).logits
+        if logits.shape[1] != len(keep):
+            logits = logits[:, keep]
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        labels = batch["labels"][:, first + 1 :].to(device)
         for row, index in enumerate(indices):
             positions = (labels[row] != IGNORE_INDEX).nonzero().squeeze(-1)
             results[index] = _answer_scores(logp[row, positions], labels[row, positions])
         if progress is not None:
             progress.update(len(indices))
     return results  # type: ignore[return-value]
+
+
+def _accepts_logits_to_keep(model) -> bool:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "logits_to_keep" in inspect.signature(base.forward).parameters
 
 
 def _answer_scores(logp: torch.Tensor, targets: torch.Tensor) -> AnswerScores:

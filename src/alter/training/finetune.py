@@ -159,15 +159,22 @@ def finetune(
     return manifest
 
 
-def save_model_folder(model, tokenizer, out_dir: Path, manifest: dict) -> None:
-    """Weights and tokenizer go to a staging folder, then move in; the manifest is written last."""
-    staging = Path(tempfile.mkdtemp(prefix=".model-", dir=out_dir))
+def publish_run(out_dir: Path, manifest: dict, write) -> None:
+    """`write(folder)` fills a staging folder whose files then move into `out_dir`; the manifest comes last."""
+    staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=out_dir))
     try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        write(staging)
         for path in staging.iterdir():
             os.replace(path, out_dir / path.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
     write_manifest(out_dir, manifest)
+
+
+def save_model_folder(model, tokenizer, out_dir: Path, manifest: dict) -> None:
+    def write(folder: Path) -> None:
+        model.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+
+    publish_run(out_dir, manifest, write)

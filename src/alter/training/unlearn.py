@@ -6,10 +6,7 @@ base, with the base model named in the manifest. Either way `manifest.json` is w
 
 from __future__ import annotations
 
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,8 +21,8 @@ from alter.io import ensure_writable_dir
 from alter.methods import get_method
 from alter.methods.base import Reference
 from alter.models import load_model, resolve_precision
-from alter.training.finetune import attach_lora, make_accelerator, save_model_folder
-from alter.training.loop import train, write_manifest
+from alter.training.finetune import attach_lora, make_accelerator, publish_run, save_model_folder
+from alter.training.loop import train
 from alter.training.recipe import Recipe
 from alter.training.resources import count_parameters, library_versions
 
@@ -106,20 +103,8 @@ def unlearn(model_spec: str, data_root: str, forget_split: str, retain_split: st
     }
     if accelerator.is_main_process:
         if recipe.lora.enabled:
-            save_adapter_folder(model, out_dir, manifest)
+            publish_run(out_dir, manifest, lambda folder: model.save_pretrained(folder, safe_serialization=True))
         else:
             save_model_folder(model, tokenizer, out_dir, manifest)
     accelerator.wait_for_everyone()
     return manifest
-
-
-def save_adapter_folder(model, out_dir: Path, manifest: dict) -> None:
-    staging = Path(tempfile.mkdtemp(prefix=".adapter-", dir=out_dir))
-    try:
-        model.save_pretrained(staging, safe_serialization=True)
-        for path in staging.iterdir():
-            os.replace(path, out_dir / path.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-    write_manifest(out_dir, manifest)
