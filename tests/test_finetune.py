@@ -52,8 +52,7 @@ def test_lora_finetune_merges_into_a_plain_model(small_world, tmp_path):
 def test_resume_reaches_the_same_weights(small_world, tmp_path):
     recipe = quick_recipe(max_steps=6, checkpoint_every=3)
     finetune("tiny", str(small_world), "forget10", str(tmp_path / "straight"), recipe)
-    # an interrupted run: stop after the step-3 checkpoint, then resume to the end
-    partial = replace(recipe, train=replace(recipe.train, max_steps=6))
+    # an interrupted run: stop right after the step-3 checkpoint, then resume to the end
     import alter.training.loop as loop
 
     original_save = loop.save_checkpoint
@@ -65,11 +64,11 @@ def test_resume_reaches_the_same_weights(small_world, tmp_path):
     loop.save_checkpoint = save_then_die
     try:
         with pytest.raises(KeyboardInterrupt):
-            finetune("tiny", str(small_world), "forget10", str(tmp_path / "resumed"), partial)
+            finetune("tiny", str(small_world), "forget10", str(tmp_path / "resumed"), recipe)
     finally:
         loop.save_checkpoint = original_save
     assert not (tmp_path / "resumed" / "manifest.json").exists()
-    finetune("tiny", str(small_world), "forget10", str(tmp_path / "resumed"), partial, resume=True)
+    finetune("tiny", str(small_world), "forget10", str(tmp_path / "resumed"), recipe, resume=True)
     straight = load_file(str(tmp_path / "straight" / "model.safetensors"))
     resumed = load_file(str(tmp_path / "resumed" / "model.safetensors"))
     assert straight.keys() == resumed.keys()

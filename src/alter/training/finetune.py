@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from alter.data.batching import QABatches
-from alter.data.formatting import PLAIN_PROMPT, EncodedQA, encode_qa
+from alter.data.formatting import PLAIN_PROMPT, encode_qa
 from alter.data.tofu import TofuData, read_rows
 from alter.data.world import WORLD_INFO
 from alter.errors import UserError
