@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from alter.cli.options import add_run_options
+
 from dataclasses import replace
 
 
@@ -15,7 +17,6 @@ def add_parser(commands) -> None:
     parser.add_argument("--model", required=True, help="'tiny', 'smollm2', a local model folder or a hub id")
     parser.add_argument("--data", required=True, help="TOFU-format folder (e.g. from `alter world tofu`) or locuslab/TOFU")
     parser.add_argument("--split", default="full", help="training split: full (target) or retain90/95/99 (retain)")
-    parser.add_argument("--out", required=True, help="output folder: safetensors model, tokenizer, manifest.json")
     parser.add_argument("--lora", action="store_true", help="train LoRA adapters (merged into the weights on save)")
     parser.add_argument("--lora-rank", type=int, default=16, help="LoRA rank (default 16)")
     parser.add_argument("--epochs", type=float, help="epochs over the split (overrides the model's default)")
@@ -25,9 +26,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed for initialisation and data order (default 0)")
     parser.add_argument("--precision", default="auto", help="auto (bf16 autocast), fp32, bf16 or fp16 (CUDA only)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="optimizer steps between checkpoints")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
+    parser.add_argument("--out", required=True, help="output folder: safetensors model, tokenizer, manifest.json")
+    add_run_options(parser)
     parser.set_defaults(run=run)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from alter.cli.options import add_run_options
+
 from alter.errors import UserError
 from alter.methods import METHODS
 
@@ -23,10 +25,8 @@ def add_parser(commands) -> None:
                         help="override a recipe key, e.g. --set train.epochs=3 --set params.beta=0.2 (repeatable)")
     parser.add_argument("--lora", action="store_true", help="train a LoRA adapter instead of all weights")
     parser.add_argument("--seed", type=int, help="seed (default: train.seed of the recipe, 0)")
-    parser.add_argument("--out", help="output folder")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
-    parser.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
-    parser.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
+    parser.add_argument("--out", help="output folder: the model or adapter (safetensors) and manifest.json")
+    add_run_options(parser)
     parser.set_defaults(run=run)
 
 

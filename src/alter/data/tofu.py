@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from alter.errors import UserError
@@ -42,12 +42,19 @@ class TofuData:
     """A TOFU-format data source: a local folder, or the hub when `root` is the hub id."""
 
     root: str
+    _loaded: dict[str, list[dict]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def is_local(self) -> bool:
         return self.root != HUB_ID
 
     def load(self, split: str) -> list[dict]:
+        """The split's validated items (read once per instance; callers must not modify them)."""
+        if split not in self._loaded:
+            self._loaded[split] = self._read_validated(split)
+        return self._loaded[split]
+
+    def _read_validated(self, split: str) -> list[dict]:
         rows = self._read_local(split) if self.is_local else self._read_hub(split)
         where = self._describe(split)
         if not rows:
@@ -130,12 +137,12 @@ def validate_rows(rows: list, fields: tuple[str, ...], where: str) -> None:
     for index, row in enumerate(rows):
         if not isinstance(row, dict):
             raise UserError(f"{where}: item {index} is {type(row).__name__}, expected an object")
-        for field in fields:
-            if field not in row:
-                raise UserError(f"{where}: item {index} has no field {field!r}")
-            value = row[field]
-            if field == "perturbed_answer":
+        for name in fields:
+            if name not in row:
+                raise UserError(f"{where}: item {index} has no field {name!r}")
+            value = row[name]
+            if name == "perturbed_answer":
                 if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
-                    raise UserError(f"{where}: item {index} field {field!r} must be a non-empty list of strings")
+                    raise UserError(f"{where}: item {index} field {name!r} must be a non-empty list of strings")
             elif not isinstance(value, str) or not value.strip():
-                raise UserError(f"{where}: item {index} field {field!r} must be a non-empty string")
+                raise UserError(f"{where}: item {index} field {name!r} must be a non-empty string")

@@ -104,6 +104,11 @@ def combine(forget: torch.Tensor, retain: torch.Tensor | None, gamma: float, alp
     return loss, logs
 
 
+def with_retain(forget: torch.Tensor, model: torch.nn.Module, batch: dict, params, reference: Reference | None):
+    """The common form gamma * forget + alpha * L_retain, for params with gamma, alpha and retain_loss."""
+    return combine(forget, retain_loss(model, batch, params.retain_loss, reference), params.gamma, params.alpha)
+
+
 def dpo_log_ratio(model: torch.nn.Module, batch: dict, reference: Reference) -> torch.Tensor:
     """Per sequence: log p_model(a|q) - log p_reference(a|q), summed over answer tokens."""
     model_nll, _ = sequence_nll(forward(model, batch).logits, batch["labels"])

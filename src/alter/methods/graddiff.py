@@ -3,7 +3,7 @@ loss = gamma * (-NLL(forget)) + alpha * L_retain, L_retain = NLL(retain) or KL(p
 
 from dataclasses import dataclass
 
-from alter.methods.base import Method, combine, mean_nll, retain_loss
+from alter.methods.base import Method, mean_nll, with_retain
 
 
 @dataclass
@@ -15,7 +15,7 @@ class GradDiffParams:
 
 def loss(model, batch, params, reference):
     forget = -mean_nll(model, batch["forget"])
-    return combine(forget, retain_loss(model, batch, params.retain_loss, reference), params.gamma, params.alpha)
+    return with_retain(forget, model, batch, params, reference)
 
 
 METHOD = Method("graddiff", "ascent on forget, descent on retain (retain loss NLL or KL)", GradDiffParams, loss,

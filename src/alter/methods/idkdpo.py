@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from alter.methods.base import Method, combine, dpo_log_ratio, retain_loss
+from alter.methods.base import Method, dpo_log_ratio, with_retain
 
 
 @dataclass
@@ -21,7 +21,7 @@ def loss(model, batch, params, reference):
     preferred = dpo_log_ratio(model, batch["idk"], reference)
     rejected = dpo_log_ratio(model, batch["forget"], reference)
     forget = -2.0 / params.beta * F.logsigmoid(params.beta * (preferred - rejected)).mean()
-    return combine(forget, retain_loss(model, batch, params.retain_loss, reference), params.gamma, params.alpha)
+    return with_retain(forget, model, batch, params, reference)
 
 
 METHOD = Method("idkdpo", "DPO preferring refusals over forget answers (beta 0.1) + retain NLL", IdkDPOParams, loss,

@@ -3,7 +3,7 @@ loss = gamma * NLL(idk answer | forget question) + alpha * L_retain."""
 
 from dataclasses import dataclass
 
-from alter.methods.base import Method, combine, mean_nll, retain_loss
+from alter.methods.base import Method, mean_nll, with_retain
 
 
 @dataclass
@@ -15,7 +15,7 @@ class IdkNLLParams:
 
 def loss(model, batch, params, reference):
     forget = mean_nll(model, batch["idk"])
-    return combine(forget, retain_loss(model, batch, params.retain_loss, reference), params.gamma, params.alpha)
+    return with_retain(forget, model, batch, params, reference)
 
 
 METHOD = Method("idknll", "fine-tune refusal answers on the forget questions + retain NLL", IdkNLLParams, loss,

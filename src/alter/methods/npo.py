@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from alter.methods.base import Method, combine, dpo_log_ratio, retain_loss
+from alter.methods.base import Method, dpo_log_ratio, with_retain
 
 
 @dataclass
@@ -20,7 +20,7 @@ class NPOParams:
 def loss(model, batch, params, reference):
     log_ratio = dpo_log_ratio(model, batch["forget"], reference)
     forget = -2.0 / params.beta * F.logsigmoid(-params.beta * log_ratio).mean()
-    return combine(forget, retain_loss(model, batch, params.retain_loss, reference), params.gamma, params.alpha)
+    return with_retain(forget, model, batch, params, reference)
 
 
 METHOD = Method("npo", "negative preference optimisation against the frozen model (beta 0.1) + retain NLL",

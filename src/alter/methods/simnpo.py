@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from alter.methods.base import Method, combine, forward, retain_loss, sequence_nll
+from alter.methods.base import Method, forward, sequence_nll, with_retain
 
 
 @dataclass
@@ -21,7 +21,7 @@ def loss(model, batch, params, reference):
     total, count = sequence_nll(forward(model, batch["forget"]).logits, batch["forget"]["labels"])
     per_token = total / count.clamp_min(1) - params.delta
     forget = -2.0 / params.beta * F.logsigmoid(params.beta * per_token).mean()
-    return combine(forget, retain_loss(model, batch, params.retain_loss, reference), params.gamma, params.alpha)
+    return with_retain(forget, model, batch, params, reference)
 
 
 METHOD = Method("simnpo", "reference-free NPO on length-normalised likelihood (beta 4.5, gamma 0.125, delta 0)",

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from alter.methods.base import Method, combine, forward, retain_loss, shifted
+from alter.methods.base import Method, forward, shifted, with_retain
 
 
 @dataclass
@@ -25,7 +25,7 @@ def loss(model, batch, params, reference):
     soft_targets = F.softmax(adjusted, dim=-1)
     token_ce = -(soft_targets * F.log_softmax(logits, dim=-1)).sum(-1)
     forget_loss = (token_ce * mask).sum() / mask.sum().clamp_min(1)
-    return combine(forget_loss, retain_loss(model, batch, params.retain_loss, reference), params.gamma, params.alpha)
+    return with_retain(forget_loss, model, batch, params, reference)
 
 
 METHOD = Method("undial", "self-distillation towards the frozen model with the true token's logit lowered (beta 10)",

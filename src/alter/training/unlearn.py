@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -56,8 +57,7 @@ def unlearn(model_spec: str, data_root: str, forget_split: str, retain_split: st
     forget_rows = data.load(forget_split)
     retain_rows = data.load(retain_split) if method.needs_retain else []
     overlap = check_overlap(forget_rows, retain_rows)
-    config = recipe.train
-    config.learning_rate = recipe.learning_rate
+    config = replace(recipe.train, learning_rate=recipe.learning_rate)
     precision = resolve_precision(config.precision, "cuda" if torch.cuda.is_available() else "cpu")
     accelerator = make_accelerator(precision)
     torch.manual_seed(config.seed)
@@ -92,6 +92,7 @@ def unlearn(model_spec: str, data_root: str, forget_split: str, retain_split: st
         "retain_rows": len(retain_rows),
         "forget_retain_overlap": overlap,
         "recipe": recipe.as_dict(),
+        "learning_rate": config.learning_rate,
         "seed": config.seed,
         "precision": precision,
         "processes": accelerator.num_processes,
