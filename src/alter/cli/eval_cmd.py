@@ -18,6 +18,8 @@ def add_parser(commands) -> None:
     tofu.add_argument("--retain-logs", help="the retain model's TOFU_EVAL.json (for forget_quality and privleak)")
     tofu.add_argument("--out", required=True, help="output folder")
     tofu.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass (default 16)")
+    tofu.add_argument("--generation-batch-size", type=int, default=64,
+                      help="sequences per greedy generation batch (default 64)")
     tofu.add_argument("--max-new-tokens", type=int, default=200, help="greedy generation length cap (default 200)")
     tofu.add_argument("--limit", type=int, help="evaluate only the first N items of each split (quick runs)")
     tofu.add_argument("--precision", default="auto", help="auto (bf16 autocast), fp32, bf16 or fp16 (CUDA only); "
@@ -41,7 +43,7 @@ def run(args) -> None:
     precision = resolve_precision(args.precision, device)
     model, tokenizer = load_model_with_adapter(args.model, args.adapter, trust_remote_code=args.trust_remote_code)
     model.to(device)
-    settings = EvalSettings(args.batch_size, args.max_new_tokens, args.limit, precision)
+    settings = EvalSettings(args.batch_size, args.generation_batch_size, args.max_new_tokens, args.limit, precision)
     log = TofuEvaluation(model, tokenizer, data, args.forget_split, settings).run()
     log["meta"].update(model=args.model, adapter=args.adapter, data=args.data)
     summary, notes = summarize(log, retain_log)

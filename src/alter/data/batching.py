@@ -74,9 +74,12 @@ class UnlearnBatches:
 
     def batch(self, epoch: int, index: int) -> dict:
         chosen = self.forget.indices(epoch, index)
-        batch = {"forget": collate([self.forget.items[i] for i in chosen], self.pad_id)}
+        batch = {"forget": collate([self.forget.items[i] for i in chosen], self.pad_id),
+                 "forget_index": torch.tensor(chosen)}
         if self.retain:
-            batch["retain"] = collate([self.retain[i] for i in self.retain_indices(epoch, index)], self.pad_id)
+            retained = self.retain_indices(epoch, index)
+            batch["retain"] = collate([self.retain[i] for i in retained], self.pad_id)
+            batch["retain_index"] = torch.tensor(retained)
         if self.idk:
             batch["idk"] = collate([self.idk[i] for i in chosen], self.pad_id)
         return batch

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from alter.errors import UserError
-from alter.methods import gradascent, graddiff, idkdpo, idknll, npo, rmu, simnpo, undial
+from alter.methods import alter, gradascent, graddiff, idkdpo, idknll, npo, rmu, simnpo, undial
 from alter.methods.base import Method
 
 METHODS: dict[str, Method] = {
     module.METHOD.name: module.METHOD
-    for module in (gradascent, graddiff, npo, simnpo, idknll, idkdpo, rmu, undial)
+    for module in (alter, gradascent, graddiff, npo, simnpo, idknll, idkdpo, rmu, undial)
 }
 
 

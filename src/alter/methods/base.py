@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -26,6 +26,8 @@ class Method:
     needs_reference: bool = False
     needs_retain: bool = True
     needs_idk: bool = False
+    train_defaults: dict = field(default_factory=dict)  # the method's own defaults for the `train` section
+    runner: Callable | None = None  # methods with their own training plan (ALTER) run this instead of `loss`
 
 
 class Reference:

@@ -64,7 +64,8 @@ def load_model(spec: str, *, trust_remote_code: bool = False):
 
 
 def load_model_with_adapter(spec: str, adapter: str | None, trust_remote_code: bool = False):
-    """A model, optionally with an adapter folder applied on top (peft LoRA: `adapter_config.json`)."""
+    """A model, optionally with an adapter folder on top: peft LoRA (`adapter_config.json`) or ALTER
+    (`alter_config.json`)."""
     model, tokenizer = load_model(spec, trust_remote_code=trust_remote_code)
     if adapter is None:
         return model, tokenizer
@@ -77,4 +78,9 @@ def load_model_with_adapter(spec: str, adapter: str | None, trust_remote_code: b
         from peft import PeftModel
 
         return PeftModel.from_pretrained(model, folder).eval(), tokenizer
-    raise UserError(f"{folder}: not an adapter folder (no adapter_config.json)")
+    from alter.adapters.runtime import is_alter_adapter, load_alter_adapter
+
+    if is_alter_adapter(folder):
+        load_alter_adapter(model, folder)
+        return model, tokenizer
+    raise UserError(f"{folder}: not an adapter folder (no adapter_config.json or alter_config.json)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -61,7 +61,7 @@ def build_recipe(method: str | None, config_path: str | None, overrides: list[st
         raise UserError(f"recipe: unknown section {sorted(unknown)[0]!r} (sections: method, train, lora, params)")
     return Recipe(
         method=spec.name,
-        train=_fill(default_unlearn_train(), raw.get("train", {}), "train"),
+        train=_fill(replace(default_unlearn_train(), **spec.train_defaults), raw.get("train", {}), "train"),
         lora=_fill(LoraSettings(), raw.get("lora", {}), "lora"),
         params=_fill(spec.params(), raw.get("params", {}), "params"),
     )

@@ -62,28 +62,38 @@ def unlearn(model_spec: str, data_root: str, forget_split: str, retain_split: st
     accelerator = make_accelerator(precision)
     torch.manual_seed(config.seed)
     model, tokenizer = load_model(model_spec, trust_remote_code=trust_remote_code)
-    if recipe.lora.enabled:
-        model = attach_lora(model, recipe.lora.rank, recipe.lora.alpha)
-    needs_reference = method.needs_reference or getattr(recipe.params, "retain_loss", "nll") == "kl"
-    reference = Reference(model, adapter_based=recipe.lora.enabled) if needs_reference else None
     encode = lambda rows, field="answer": [encode_qa(tokenizer, r["question"], r[field]) for r in rows]  # noqa: E731
+    forget_items, retain_items = encode(forget_rows), encode(retain_rows)
     idk_items = None
     if method.needs_idk:
         refusals = refusal_answers(data_root)
         idk_items = [encode_qa(tokenizer, r["question"], refusals[i % len(refusals)]) for i, r in enumerate(forget_rows)]
-    source = UnlearnBatches(encode(forget_rows), encode(retain_rows), idk_items, config.batch_size, config.seed,
+    source = UnlearnBatches(forget_items, retain_items, idk_items, config.batch_size, config.seed,
                             tokenizer.pad_token_id, accelerator.process_index, accelerator.num_processes)
-    parameters = count_parameters(model)
     started = time.time()
-    result = train(model, lambda m, b: method.loss(m, b, recipe.params, reference), source, config, accelerator,
-                   run_dir=out_dir, resume=resume, description=f"unlearn {method.name}")
+    extra, runtime = {}, None
+    if method.runner is not None:
+        model.to(accelerator.device)
+        runtime, result, facts, clusters = method.runner(model, tokenizer, forget_items, retain_items, source,
+                                                         recipe, accelerator, out_dir, resume, precision)
+        extra = {"alter": facts}
+        parameters = count_parameters(model)
+    else:
+        if recipe.lora.enabled:
+            model = attach_lora(model, recipe.lora.rank, recipe.lora.alpha)
+        needs_reference = method.needs_reference or getattr(recipe.params, "retain_loss", "nll") == "kl"
+        reference = Reference(model, adapter_based=recipe.lora.enabled) if needs_reference else None
+        parameters = count_parameters(model)
+        result = train(model, lambda m, b: method.loss(m, b, recipe.params, reference), source, config, accelerator,
+                       run_dir=out_dir, resume=resume, description=f"unlearn {method.name}")
+        extra = {"reference_copy_mb": round((reference.parameter_bytes() if reference else 0) / 2**20, 1)}
     model = accelerator.unwrap_model(model)
     manifest = {
         "kind": "unlearn",
         "status": "complete",
         "method": method.name,
         "base_model": model_spec,
-        "output": "adapter" if recipe.lora.enabled else "model",
+        "output": "adapter" if recipe.lora.enabled or runtime else "model",
         "data": str(data_root),
         "forget_split": forget_split,
         "retain_split": retain_split,
@@ -97,13 +107,15 @@ def unlearn(model_spec: str, data_root: str, forget_split: str, retain_split: st
         "precision": precision,
         "processes": accelerator.num_processes,
         "parameters": parameters,
-        "reference_copy_mb": round((reference.parameter_bytes() if reference else 0) / 2**20, 1),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "versions": library_versions(),
+        **extra,
         **result.summary(),
     }
     if accelerator.is_main_process:
-        if recipe.lora.enabled:
+        if runtime is not None:
+            publish_run(out_dir, manifest, lambda folder: runtime.save(folder, model_spec, clusters))
+        elif recipe.lora.enabled:
             publish_run(out_dir, manifest, lambda folder: model.save_pretrained(folder, safe_serialization=True))
         else:
             save_model_folder(model, tokenizer, out_dir, manifest)

@@ -1,0 +1,132 @@
+"""Using an ALTER adapter: attach it to a base model, route by entropy at inference, save and load it.
+
+At inference each forward needs every token's entropy class. For a forward over several tokens (scoring, the
+prompt of a generation) the classes come from one frozen pass (adapter off); during generation each new token
+takes the class of the previous step's distribution, so decoding adds no extra pass (docs/method.md).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from alter.adapters.asymmetric import AsymmetricConfig, Routing, RoutingSlot, adapter_layers, adapter_state, inject
+from alter.entropy import token_entropy
+from alter.errors import UserError
+from alter.io import write_json
+
+FORMAT = "alter-asymmetric-lora/1"
+WEIGHTS, CONFIG, CLUSTERS = "alter_adapter.safetensors", "alter_config.json", "clusters.json"
+
+
+@dataclass
+class EntropySettings:
+    kind: str = "tsallis"
+    q: float = 1.2
+    threshold: float = 1.2
+    guidance: bool = True  # off: every token is treated as low-entropy (plain asymmetric LoRA)
+
+    def is_high(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self.guidance:
+            return torch.zeros(logits.shape[:-1], dtype=torch.bool, device=logits.device)
+        return token_entropy(logits, self.kind, self.q) > self.threshold
+
+
+class AlterRuntime:
+    """Owns the routing slot of one adapted model and the hooks that route at inference."""
+
+    def __init__(self, model: nn.Module, slot: RoutingSlot, config: AsymmetricConfig, entropy: EntropySettings):
+        self.model, self.slot, self.config, self.entropy = model, slot, config, entropy
+        self._frozen_pass = False
+        self._last_high: torch.Tensor | None = None
+        model.register_forward_pre_hook(self._before, with_kwargs=True)
+        model.register_forward_hook(self._after, with_kwargs=True)
+        model.alter_runtime = self
+
+    def frozen(self):
+        return _Disabled(self)
+
+    @torch.no_grad()
+    def frozen_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        with self.frozen():
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+
+    def _before(self, module, args, kwargs):
+        if self._frozen_pass or not self.slot.enabled:
+            return None
+        if self.slot.routing is not None and self.slot.routing.training:
+            return None
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        cached = kwargs.get("cache", kwargs.get("past_key_values")) is not None  # the name differs across versions
+        last = self._last_high
+        if input_ids.shape[1] == 1 and cached and last is not None and last.shape[0] == input_ids.shape[0]:
+            high = last[:, None]
+        else:
+            logits = self.frozen_logits(input_ids, kwargs.get("attention_mask"))
+            high = self.entropy.is_high(logits)
+        self.slot.routing = Routing(high=high)
+        return None
+
+    def _after(self, module, args, kwargs, output):
+        if self._frozen_pass or not self.slot.enabled:
+            return None
+        if self.slot.routing is not None and not self.slot.routing.training:
+            self._last_high = self.entropy.is_high(output.logits[:, -1].detach())
+            self.slot.routing = None
+        return None
+
+    def save(self, folder: Path, base_model: str, clusters: dict | None = None) -> None:
+        save_file(adapter_state(self.model), str(folder / WEIGHTS))
+        write_json(folder / CONFIG, {"format": FORMAT, "base_model": base_model, "adapter": self.config.to_dict(),
+                                     "entropy": vars(self.entropy)})
+        if clusters is not None:
+            write_json(folder / CLUSTERS, clusters)
+
+
+class _Disabled:
+    def __init__(self, runtime: AlterRuntime):
+        self.runtime = runtime
+
+    def __enter__(self):
+        self.runtime._frozen_pass, self.saved = True, self.runtime.slot.enabled
+        self.runtime.slot.enabled = False
+
+    def __exit__(self, *exc):
+        self.runtime._frozen_pass = False
+        self.runtime.slot.enabled = self.saved
+
+
+def attach(model: nn.Module, config: AsymmetricConfig, entropy: EntropySettings) -> AlterRuntime:
+    return AlterRuntime(model, inject(model, config), config, entropy)
+
+
+def is_alter_adapter(folder: Path) -> bool:
+    return (folder / CONFIG).is_file()
+
+
+def load_alter_adapter(model: nn.Module, folder: Path) -> AlterRuntime:
+    meta = json.loads((folder / CONFIG).read_text())
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{folder / CONFIG}: unknown adapter format {meta.get('format')!r}")
+    if not (folder / WEIGHTS).is_file():
+        raise UserError(f"{folder}: adapter has no {WEIGHTS}; alter loads safetensors only")
+    runtime = attach(model, AsymmetricConfig(**meta["adapter"]), EntropySettings(**meta["entropy"]))
+    state = load_file(str(folder / WEIGHTS))
+    layers = dict(adapter_layers(model))
+    expected = {f"{name}.{p}" for name in layers for p in ("lora_A", "retain_B", "forget_B", "router")}
+    if set(state) != expected:
+        raise UserError(f"{folder}: adapter does not fit this model (different architecture or layers)")
+    with torch.no_grad():
+        for key, value in state.items():
+            name, param = key.rsplit(".", 1)
+            target = getattr(layers[name], param)
+            if target.shape != value.shape:
+                raise UserError(f"{folder}: adapter does not fit this model ({key}: {tuple(value.shape)} vs "
+                                f"{tuple(target.shape)})")
+            target.copy_(value)
+    return runtime

@@ -1,0 +1,32 @@
+"""`alter generate`: greedy answers from a model, optionally with an adapter (peft LoRA or ALTER)."""
+
+from __future__ import annotations
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser("generate", help="answer prompts with a model (and adapter)",
+                                 description="Greedy answers to each PROMPT, formatted as a question (chat template "
+                                             "or `Question: ...`).")
+    parser.add_argument("prompts", nargs="+", metavar="PROMPT", help="questions to answer")
+    parser.add_argument("--model", required=True, help="model folder, 'smollm2' or a hub id")
+    parser.add_argument("--adapter", help="adapter folder (peft LoRA or ALTER) to apply")
+    parser.add_argument("--max-new-tokens", type=int, default=100, help="generation length cap (default 100)")
+    parser.add_argument("--precision", default="auto", help="auto (bf16 autocast), fp32, bf16 or fp16 (CUDA only)")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> None:
+    from alter.data.formatting import encode_prompt
+    from alter.evaluation.generation import greedy_generate
+    from alter.models import default_device, resolve_precision
+    from alter.models.loading import load_model_with_adapter
+
+    device = default_device()
+    model, tokenizer = load_model_with_adapter(args.model, args.adapter, trust_remote_code=args.trust_remote_code)
+    model.to(device)
+    prompts = [encode_prompt(tokenizer, prompt) for prompt in args.prompts]
+    answers = greedy_generate(model, tokenizer, prompts, args.max_new_tokens, len(prompts),
+                              resolve_precision(args.precision, device))
+    for prompt, answer in zip(args.prompts, answers):
+        print(f"Q: {prompt}\nA: {answer}\n")

@@ -1,0 +1,270 @@
+"""ALTER (Chen et al., AAAI 2026): token-entropy-guided asymmetric LoRA unlearning. docs/method.md has the method as
+implemented, each gap of the paper, the switch that closes it and the measurement behind its default.
+
+Plan of a run:
+1. one frozen pass over forget and retain items: every position's token entropy (cached for the whole run) and
+   the mean-pooled last hidden state of each forget item;
+2. k-means on those states splits the forget set into N sub-domains, one forget head each;
+3. Phase I: A (lr 1e-5) and the retain head learn next-token NLL on high-entropy tokens of forget + retain text
+   (with zero-initialised heads A gets no gradient unless some head moves);
+4. Phase II: each forget head learns the inverse hinge loss on its own sub-domain's low-entropy answer tokens, the
+   retain head learns NLL on retain answers, A still learns from high-entropy tokens only, a KL regulariser keeps the
+   high-entropy tokens' distributions at the frozen model's, and the router learns the training routes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.cluster import KMeans
+from sklearn.metrics import silhouette_score
+
+from alter.adapters.asymmetric import AsymmetricConfig, Routing, adapter_layers
+from alter.adapters.runtime import AlterRuntime, EntropySettings, attach
+from alter.data.batching import collate, length_sorted_batches
+from alter.data.formatting import IGNORE_INDEX, EncodedQA
+from alter.entropy import threshold_from, token_entropy
+from alter.methods.base import Method
+from alter.models.precision import autocast
+from alter.training.loop import TrainResult, train
+
+
+@dataclass
+class ALTERParams:
+    entropy: str = "tsallis"  # or "shannon"
+    q: float = 1.2
+    threshold: float = 1.2  # paper: tokens with S_q > 1.2 are high-entropy
+    threshold_quantile: float | None = None  # if set, the threshold is this quantile of the observed entropies
+    entropy_guidance: bool = True  # off: plain asymmetric LoRA (every token low-entropy, A learns from all)
+    forget_heads: int = 0  # 0 = chosen by silhouette score among 2..max_forget_heads
+    max_forget_heads: int = 4
+    rank: int = 8
+    lora_alpha: float = 16.0
+    top_k_high: int = 3
+    temperature_high: float = 0.8
+    temperature_low: float = 0.01
+    phase1_epochs: float = 1.0
+    lr_a: float = 1e-5
+    lr_b: float = 1e-3
+    forget_weight: float = 1.0
+    retain_weight: float = 1.0
+    regulariser_weight: float = 0.01
+    router_weight: float = 1.0
+
+
+# --- frozen statistics and sub-domains ----------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def frozen_statistics(model, items: list[EncodedQA], pad_id: int, params: ALTERParams, precision: str,
+                      with_hidden: bool, batch_size: int = 16):
+    """Per item: the entropy of every position's next-token distribution; optionally the mean-pooled last hidden state."""
+    device = next(model.parameters()).device
+    entropies: list[torch.Tensor | None] = [None] * len(items)
+    pooled = [None] * len(items)
+    for indices in length_sorted_batches([len(item.input_ids) for item in items], batch_size):
+        batch = collate([items[i] for i in indices], pad_id)
+        with autocast(precision, device):
+            output = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
+                           output_hidden_states=with_hidden, use_cache=False)
+        values = token_entropy(output.logits, params.entropy, params.q).cpu()
+        for row, index in enumerate(indices):
+            n = len(items[index].input_ids)
+            entropies[index] = values[row, :n]
+            if with_hidden:
+                pooled[index] = output.hidden_states[-1][row, :n].float().mean(0).cpu().numpy()
+    return entropies, (np.stack(pooled) if with_hidden else None)
+
+
+def choose_subdomains(pooled: np.ndarray, requested: int, max_heads: int, seed: int) -> tuple[np.ndarray, dict]:
+    """k-means assignment of forget items to sub-domains; k given, or the best silhouette score in 2..max_heads."""
+    n = len(pooled)
+    scores: dict[int, float] = {}
+    if requested > 0:
+        k = min(requested, n)
+    else:
+        for candidate in range(2, min(max_heads, n - 1) + 1):
+            labels = KMeans(n_clusters=candidate, n_init=10, random_state=seed).fit_predict(pooled)
+            scores[candidate] = float(silhouette_score(pooled, labels))
+        k = max(scores, key=scores.get) if scores else 1
+    labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(pooled) if k > 1 else np.zeros(n, int)
+    return labels, {"heads": int(k), "silhouette": scores}
+
+
+# --- token masks --------------------------------------------------------------------------------------------------
+
+
+def padded(rows: list[torch.Tensor], width: int) -> torch.Tensor:
+    out = torch.zeros(len(rows), width)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = row
+    return out
+
+
+def predicts_answer(labels: torch.Tensor) -> torch.Tensor:
+    """Positions whose next-token distribution is scored against an answer token."""
+    following = labels[:, 1:] != IGNORE_INDEX
+    return torch.cat([following, torch.zeros_like(following[:, :1])], dim=1)
+
+
+def next_labels(labels: torch.Tensor) -> torch.Tensor:
+    return torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], IGNORE_INDEX)], dim=1)
+
+
+class ALTERObjective:
+    """Losses of both phases. `entropies[kind][i]` is item i's per-position entropy from the frozen pass."""
+
+    def __init__(self, runtime: AlterRuntime, params: ALTERParams, entropies: dict, domains: torch.Tensor,
+                 threshold: float):
+        self.runtime, self.params, self.entropies = runtime, params, entropies
+        self.domains, self.threshold = domains, threshold
+        self.layers = len(adapter_layers(runtime.model))
+
+    def high(self, kind: str, index: torch.Tensor, batch: dict) -> torch.Tensor:
+        valid = batch["attention_mask"].bool()
+        if not self.params.entropy_guidance:
+            return torch.zeros_like(valid)
+        values = padded([self.entropies[kind][i] for i in index.tolist()], valid.shape[1]).to(valid.device)
+        return (values > self.threshold) & valid
+
+    def a_mask(self, high: torch.Tensor, batch: dict) -> torch.Tensor:
+        return high if self.params.entropy_guidance else batch["attention_mask"].bool()
+
+    def _forward(self, model, batch: dict, routing: Routing):
+        self.runtime.slot.routing = routing
+        try:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+        finally:
+            self.runtime.slot.routing = None
+        return logits
+
+    def phase1(self, model, batch: dict):
+        losses = []
+        for kind in ("forget", "retain"):
+            sub = batch[kind]
+            high = self.high(kind, batch[f"{kind}_index"], sub)
+            routing = Routing(high=high, forget_head=torch.zeros_like(sub["input_ids"]), a_grad=self.a_mask(high, sub),
+                              retain_grad=self.a_mask(high, sub))
+            logits = self._forward(model, sub, routing)
+            mask = predicts_answer(sub["labels"]) & self.a_mask(high, sub)
+            losses.append(_masked_nll(logits, next_labels(sub["labels"]), mask))
+        loss = sum(losses) / len(losses)
+        return loss, {"phase1_nll": loss.item()}
+
+    def phase2(self, model, batch: dict):
+        forget, retain = batch["forget"], batch["retain"]
+        high = self.high("forget", batch["forget_index"], forget)
+        answer = predicts_answer(forget["labels"])
+        low_answer = answer & ~high
+        head = (self.domains.to(high.device)[batch["forget_index"]] + 1)[:, None].expand_as(high)
+        valid = forget["attention_mask"].bool()
+        routing = Routing(high=high, forget_head=torch.where(low_answer, head, 0), a_grad=self.a_mask(high, forget),
+                          retain_grad=torch.zeros_like(high),
+                          router_target=torch.where(low_answer, head, torch.where(valid, 0, IGNORE_INDEX)))
+        logits = self._forward(model, forget, routing)
+        forget_loss = inverse_hinge(logits, next_labels(forget["labels"]), low_answer)
+        frozen = self.runtime.frozen_logits(forget["input_ids"], forget["attention_mask"]).float()
+        regulariser = _masked_kl(frozen, logits, answer & high)
+        router_loss = routing.router_loss
+
+        retain_high = self.high("retain", batch["retain_index"], retain)
+        retain_valid = retain["attention_mask"].bool()
+        routing = Routing(high=retain_high, forget_head=torch.zeros_like(retain["input_ids"]),
+                          a_grad=self.a_mask(retain_high, retain), retain_grad=retain_valid,
+                          router_target=torch.where(retain_valid, 0, IGNORE_INDEX))
+        retain_logits = self._forward(model, retain, routing)
+        retain_loss = _masked_nll(retain_logits, next_labels(retain["labels"]), predicts_answer(retain["labels"]))
+        router_loss = (router_loss + routing.router_loss) / self.layers
+        p = self.params
+        loss = (p.forget_weight * forget_loss + p.retain_weight * retain_loss + p.regulariser_weight * regulariser
+                + p.router_weight * router_loss)
+        return loss, {"forget_loss": forget_loss.item(), "retain_loss": retain_loss.item(),
+                      "regulariser": regulariser.item(), "router_loss": float(torch.as_tensor(router_loss).detach())}
+
+
+def inverse_hinge(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over masked positions of 1 + p(y) - max_{v != y} p(v) (LoKU's form): pushes the true token down and
+    the best competitor up."""
+    if not mask.any():
+        return logits.sum() * 0.0
+    probs = torch.softmax(logits[mask], dim=-1)
+    y = targets[mask]
+    p_true = probs.gather(-1, y[:, None]).squeeze(-1)
+    p_other = probs.scatter(-1, y[:, None], 0.0).max(-1).values
+    return (1.0 + p_true - p_other).mean()
+
+
+def _masked_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    if not mask.any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[mask], targets[mask])
+
+
+def _masked_kl(reference_logits: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(p_reference || p) averaged over masked positions."""
+    if not mask.any():
+        return logits.sum() * 0.0
+    ref = F.log_softmax(reference_logits[mask], -1)
+    return (ref.exp() * (ref - F.log_softmax(logits[mask], -1))).sum(-1).mean()
+
+
+# --- the run ------------------------------------------------------------------------------------------------------
+
+
+def parameter_groups(model, params: ALTERParams, phase: int) -> list[dict]:
+    layers = [layer for _, layer in adapter_layers(model)]
+    heads = [layer.retain_B for layer in layers]
+    if phase == 2:
+        heads += [layer.forget_B for layer in layers] + [layer.router for layer in layers]
+    model.requires_grad_(False)
+    for parameter in [layer.lora_A for layer in layers] + heads:
+        parameter.requires_grad_(True)
+    return [{"params": [layer.lora_A for layer in layers], "lr": params.lr_a}, {"params": heads, "lr": params.lr_b}]
+
+
+def run(model, tokenizer, forget_items, retain_items, source, recipe, accelerator, out_dir, resume, precision):
+    """Train an ALTER adapter on `model` in place; return (runtime, train result, facts for the manifest)."""
+    params: ALTERParams = recipe.params
+    forget_entropy, pooled = frozen_statistics(model, forget_items, tokenizer.pad_token_id, params, precision, True)
+    retain_entropy, _ = frozen_statistics(model, retain_items, tokenizer.pad_token_id, params, precision, False)
+    answer_values = torch.cat([e[item.prompt_length - 1 : -1] for e, item in
+                               zip(forget_entropy + retain_entropy, forget_items + retain_items)])
+    threshold = threshold_from(answer_values, params.threshold, params.threshold_quantile)
+    domains, clustering = choose_subdomains(pooled, params.forget_heads, params.max_forget_heads, recipe.train.seed)
+    config = AsymmetricConfig(rank=params.rank, alpha=params.lora_alpha, forget_heads=clustering["heads"],
+                              top_k_high=params.top_k_high, temperature_high=params.temperature_high,
+                              temperature_low=params.temperature_low, entropy_threshold=threshold)
+    entropy = EntropySettings(params.entropy, params.q, threshold, params.entropy_guidance)
+    torch.manual_seed(recipe.train.seed)
+    runtime = attach(model, config, entropy)
+    objective = ALTERObjective(runtime, params, {"forget": forget_entropy, "retain": retain_entropy},
+                               torch.as_tensor(domains), threshold)
+    phase1 = replace(recipe.train, epochs=params.phase1_epochs)
+    first = train(model, objective.phase1, source, phase1, accelerator, run_dir=out_dir / "checkpoints" / "phase1",
+                  param_groups=parameter_groups(model, params, 1), resume=resume, description="alter phase I")
+    second = train(model, objective.phase2, source, recipe.train, accelerator, run_dir=out_dir / "checkpoints" / "phase2",
+                   param_groups=parameter_groups(model, params, 2), resume=resume, description="alter phase II")
+    result = TrainResult(steps=first.steps + second.steps, tokens=first.tokens + second.tokens,
+                         wall_seconds=round(first.wall_seconds + second.wall_seconds, 2),
+                         peak_memory_mb=max(first.peak_memory_mb, second.peak_memory_mb),
+                         loss_curve=[{"phase": 1, **p} for p in first.loss_curve]
+                         + [{"phase": 2, **p} for p in second.loss_curve])
+    facts = {
+        "entropy_threshold": threshold,
+        "high_entropy_fraction": float((answer_values > threshold).float().mean()) if params.entropy_guidance else 0.0,
+        "clustering": {**clustering, "sizes": np.bincount(domains, minlength=clustering["heads"]).tolist()},
+    }
+    clusters = {str(i): int(d) for i, d in enumerate(domains)}
+    return runtime, result, facts, clusters
+
+
+METHOD = Method(
+    "alter",
+    "ALTER: token-entropy-guided asymmetric LoRA (shared A, one forget head per sub-domain, retain head, router)",
+    ALTERParams, loss=None, needs_reference=False,
+    train_defaults={"epochs": 3.0, "batch_size": 4}, runner=run,
+)
+
