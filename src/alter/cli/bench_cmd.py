@@ -1,0 +1,39 @@
+"""`alter bench tofu`: methods side by side on one target/retain pair."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+
+def add_parser(commands) -> None:
+    parser = commands.add_parser("bench", help="compare unlearning methods side by side",
+                                 description="Compare unlearning methods on one benchmark.")
+    kinds = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK", required=True)
+    tofu = kinds.add_parser(
+        "tofu", help="TOFU: target + retain models, every method, the TOFU suite, bench.json and bench.md",
+        description="Fine-tunes the target (full) and retain (retainXX) models into OUT unless present, runs each "
+                    "method in its own process from the target, evaluates everything against the retain model, and "
+                    "writes OUT/bench.json and OUT/bench.md. Finished steps are reused, so a rerun resumes.")
+    tofu.add_argument("--model", required=True, help="base model for the target and retain models ('tiny', 'smollm2'...)")
+    tofu.add_argument("--data", required=True, help="TOFU-format folder")
+    tofu.add_argument("--forget-split", default="forget10", help="forget split (default forget10)")
+    tofu.add_argument("--methods", default="alter,npo,graddiff",
+                      help="comma-separated runs: METHOD, METHOD+lora, or NAME=METHOD:section.key=value:... "
+                           "(default alter,npo,graddiff)")
+    tofu.add_argument("--out", required=True, help="bench folder")
+    tofu.add_argument("--finetune-args", default="", help="extra arguments for `alter finetune`, quoted")
+    tofu.add_argument("--unlearn-args", default="", help="extra arguments for every `alter unlearn`, quoted")
+    tofu.add_argument("--eval-args", default="", help="extra arguments for every `alter eval tofu`, quoted")
+    tofu.set_defaults(run=run)
+
+
+def run(args) -> None:
+    from alter.evaluation.bench import Variant, markdown_table, run_bench
+    from alter.io import ensure_writable_dir
+
+    out = ensure_writable_dir(args.out)
+    variants = [Variant.parse(text.strip()) for text in args.methods.split(",") if text.strip()]
+    bench = run_bench(args.model, args.data, args.forget_split, variants, Path(out), shlex.split(args.eval_args),
+                      shlex.split(args.finetune_args), shlex.split(args.unlearn_args))
+    print(markdown_table(bench["rows"]), end="")
