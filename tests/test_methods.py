@@ -172,7 +172,7 @@ def forget_measure(name, model, batch, reference, params):
     return mean_nll(model, batch["forget"]).item(), True
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+@pytest.mark.parametrize("name", sorted(name for name, method in METHODS.items() if method.runner is None))
 def test_two_steps_move_the_forget_loss_the_intended_way(name, tiny_runs, small_world):
     torch.manual_seed(0)
     method = get_method(name)

@@ -11,7 +11,9 @@ by sub-domain) and which parameters may learn from the token. Isolation is by ma
 - A learns only from high-entropy tokens (its output is detached elsewhere);
 - forget head d learns only from tokens routed to d (low-entropy tokens of sub-domain d);
 - the retain head learns only from tokens marked retain;
-- the router learns to predict the training routes (a cross-entropy kept in `Routing.router_loss`).
+- the router learns to predict the training routes (a cross-entropy kept in `Routing.router_loss`) and, with
+  `soft_route`, from the retain loss itself: the frozen forget heads are applied with the router's softmax on
+  tokens not routed by hand, so any leak of a forget head into retain text costs retain loss.
 B heads start at zero, so a fresh adapter leaves the model exactly equal to the base model.
 """
 
@@ -65,6 +67,7 @@ class Routing:
     retain_grad: torch.Tensor | None = None
     router_target: torch.Tensor | None = None
     router_loss: torch.Tensor | float = 0.0
+    soft_route: bool = False  # apply the (frozen) forget heads with the router's softmax, so losses teach the router
 
     @property
     def training(self) -> bool:
@@ -109,11 +112,15 @@ class AsymmetricLinear(nn.Module):
         learn = F.linear(h, retain_B)
         frozen = F.linear(h, retain_B.detach())
         delta = torch.where(routing.retain_grad[..., None], learn, frozen)
+        logits = F.linear(x.detach(), self.router.to(x.dtype)).float()
+        soft = torch.softmax(logits, dim=-1) if routing.soft_route else None
         for head in range(self.config.forget_heads):
             on = (routing.forget_head == head + 1)
             if on.any():
                 delta = delta + on[..., None].to(h.dtype) * F.linear(h, self.forget_B[head].to(h.dtype))
-        logits = F.linear(x.detach(), self.router.to(x.dtype)).float()
+            if soft is not None:
+                leak = soft[..., head + 1] * (routing.forget_head == 0)
+                delta = delta + leak[..., None].to(h.dtype) * F.linear(h, self.forget_B[head].detach().to(h.dtype))
         target = routing.router_target
         if target is not None and (target != -100).any():
             routing.router_loss = routing.router_loss + F.cross_entropy(logits.flatten(0, 1), target.flatten(),

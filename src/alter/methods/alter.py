@@ -53,6 +53,7 @@ class ALTERParams:
     retain_weight: float = 1.0
     regulariser_weight: float = 0.01
     router_weight: float = 1.0
+    router_from_retain_loss: bool = True  # retain tokens see the frozen forget heads through the router's softmax
 
 
 # --- frozen statistics and sub-domains ----------------------------------------------------------------------------
@@ -174,7 +175,8 @@ class ALTERObjective:
         retain_valid = retain["attention_mask"].bool()
         routing = Routing(high=retain_high, forget_head=torch.zeros_like(retain["input_ids"]),
                           a_grad=self.a_mask(retain_high, retain), retain_grad=retain_valid,
-                          router_target=torch.where(retain_valid, 0, IGNORE_INDEX))
+                          router_target=torch.where(retain_valid, 0, IGNORE_INDEX),
+                          soft_route=self.params.router_from_retain_loss)
         retain_logits = self._forward(model, retain, routing)
         retain_loss = _masked_nll(retain_logits, next_labels(retain["labels"]), predicts_answer(retain["labels"]))
         router_loss = (router_loss + routing.router_loss) / self.layers

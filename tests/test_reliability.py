@@ -1,0 +1,68 @@
+"""Numerical faults, determinism, and data problems that must be reported, not silently absorbed."""
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from alter.errors import UserError
+from alter.training.finetune import default_recipe, finetune, make_accelerator
+from alter.training.loop import TrainConfig, TrainingDiverged, latest_checkpoint, train
+
+
+class OneBatch:
+    def batches_per_epoch(self):
+        return 1
+
+    def batch(self, epoch, index):
+        return {"x": torch.ones(2, 3)}
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    model = torch.nn.Linear(3, 1)
+    calls = {"n": 0}
+
+    def objective(m, batch):
+        calls["n"] += 1
+        loss = m(batch["x"]).pow(2).mean()
+        return (loss * float("nan") if calls["n"] > 3 else loss), {}
+
+    config = TrainConfig(max_steps=10, checkpoint_every=1, learning_rate=1e-2, precision="fp32")
+    with pytest.raises(TrainingDiverged, match="loss became nan at step 3"):
+        train(model, objective, OneBatch(), config, make_accelerator("fp32"), run_dir=tmp_path)
+    kept = latest_checkpoint(tmp_path / "checkpoints")
+    assert kept is not None and json.loads((kept / "state.json").read_text())["step"] == 3
+
+
+def test_same_seed_same_weights(small_world, tmp_path):
+    recipe = default_recipe("tiny", lora=False)
+    recipe = replace(recipe, train=replace(recipe.train, max_steps=4, precision="fp32"))
+    for name in ("a", "b"):
+        finetune("tiny", str(small_world), "forget10", str(tmp_path / name), recipe)
+    first, second = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("a", "b"))
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+
+def test_overlapping_forget_and_retain_sets_warn_and_are_counted(tiny_runs, small_world, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "alter.cli.main", "unlearn", "--model", str(tiny_runs / "target"),
+                             "--data", str(small_world), "--forget-split", "forget10", "--retain-split", "full",
+                             "--method", "graddiff", "--out", str(tmp_path / "run"), "--set", "train.max_steps=1"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "warning: 20 retain items share a question with the forget set" in result.stderr
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["forget_retain_overlap"] == 20
+
+
+def test_empty_forget_set_is_an_error(tmp_path, small_world):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "forget10.json").write_text("[]")
+    (data / "retain90.json").write_text(json.dumps([{"question": "q", "answer": "a"}]))
+    from alter.data.tofu import TofuData
+
+    with pytest.raises(UserError, match="split 'forget10' is empty"):
+        TofuData(str(data)).load("forget10")
