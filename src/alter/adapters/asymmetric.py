@@ -80,6 +80,7 @@ class RoutingSlot:
     def __init__(self):
         self.routing: Routing | None = None
         self.enabled = True
+        self.recorded: list[torch.Tensor] | None = None  # when a list: every layer's inference gate weights
 
 
 class AsymmetricLinear(nn.Module):
@@ -129,6 +130,8 @@ class AsymmetricLinear(nn.Module):
 
     def _infer_delta(self, x, h, routing: Routing) -> torch.Tensor:
         weights = route_weights(F.linear(x, self.router.to(x.dtype)).float(), routing.high, self.config)
+        if self.slot.recorded is not None:
+            self.slot.recorded.append(weights.detach())
         delta = F.linear(h, self.retain_B.to(h.dtype))
         for head in range(self.config.forget_heads):
             w = weights[..., head + 1]

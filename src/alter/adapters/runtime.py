@@ -7,6 +7,7 @@ takes the class of the previous step's distribution, so decoding adds no extra p
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,20 @@ class AlterRuntime:
         with self.frozen():
             return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
 
+    @contextlib.contextmanager
+    def recording(self):
+        """Collect the routes of the forwards inside: `routes()` then gives, per token, the router output chosen by
+        most layers (0 = no forget head) and the entropy class used."""
+        self.slot.recorded, self._recorded_high = [], None
+        try:
+            yield self
+        finally:
+            self.slot.recorded = None
+
+    def routes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        votes = torch.stack(self._recorded).mean(0)  # [batch, seq, N + 1], averaged over layers
+        return votes.argmax(-1), self._recorded_high
+
     def _before(self, module, args, kwargs):
         if self._frozen_pass or not self.slot.enabled:
             return None
@@ -70,6 +85,9 @@ class AlterRuntime:
             logits = self.frozen_logits(input_ids, kwargs.get("attention_mask"))
             high = self.entropy.is_high(logits)
         self.slot.routing = Routing(high=high)
+        if self.slot.recorded is not None:
+            self.slot.recorded.clear()
+            self._recorded_high = high
         return None
 
     def _after(self, module, args, kwargs, output):
@@ -78,6 +96,8 @@ class AlterRuntime:
         if self.slot.routing is not None and not self.slot.routing.training:
             self._last_high = self.entropy.is_high(output.logits[:, -1].detach())
             self.slot.routing = None
+            if self.slot.recorded is not None:
+                self._recorded = list(self.slot.recorded)
         return None
 
     def save(self, folder: Path, base_model: str, clusters: dict | None = None) -> None:

@@ -22,6 +22,8 @@ def add_parser(commands) -> None:
                       help="comma-separated runs: METHOD, METHOD+lora, or NAME=METHOD:section.key=value:... "
                            "(default alter,npo,graddiff)")
     tofu.add_argument("--out", required=True, help="bench folder")
+    tofu.add_argument("--cache", help="folder for target and retain models and their evaluations, shared by benches "
+                                      "(default $ALTER_CACHE/bench, else ~/.cache/alter/bench)")
     tofu.add_argument("--finetune-args", default="", help="extra arguments for `alter finetune`, quoted")
     tofu.add_argument("--unlearn-args", default="", help="extra arguments for every `alter unlearn`, quoted")
     tofu.add_argument("--eval-args", default="", help="extra arguments for every `alter eval tofu`, quoted")
@@ -29,11 +31,22 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> None:
-    from alter.evaluation.bench import Variant, markdown_table, run_bench
-    from alter.io import ensure_writable_dir
+    from alter.evaluation.bench import markdown_table, run_bench
 
-    out = ensure_writable_dir(args.out)
-    variants = [Variant.parse(text.strip()) for text in args.methods.split(",") if text.strip()]
-    bench = run_bench(args.model, args.data, args.forget_split, variants, Path(out), shlex.split(args.eval_args),
-                      shlex.split(args.finetune_args), shlex.split(args.unlearn_args))
+    bench = run_bench(plan_from(args, args.model, args.data))
     print(markdown_table(bench["rows"]), end="")
+
+
+def plan_from(args, model: str, data: str):
+    from alter.data.tofu import TofuData
+    from alter.evaluation.bench import BenchPlan, Variant
+    from alter.evaluation.tofu import holdout_split
+    from alter.io import ensure_writable_dir
+    from alter.models.smollm2 import cache_root
+
+    holdout_split(args.forget_split)  # checks the name
+    TofuData(data).load(args.forget_split)  # a missing or malformed split fails here, before any training
+    variants = [Variant.parse(text.strip()) for text in args.methods.split(",") if text.strip()]
+    cache = ensure_writable_dir(args.cache or cache_root() / "bench")
+    return BenchPlan(model, data, args.forget_split, variants, Path(ensure_writable_dir(args.out)), Path(cache),
+                     shlex.split(args.eval_args), shlex.split(args.finetune_args), shlex.split(args.unlearn_args))

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from alter.cli.options import add_run_options
-
+import argparse
 from dataclasses import replace
 
+from alter.cli.options import add_run_options
 
 
 def add_parser(commands) -> None:
@@ -19,6 +19,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--split", default="full", help="training split: full (target) or retain90/95/99 (retain)")
     parser.add_argument("--lora", action="store_true", help="train LoRA adapters (merged into the weights on save)")
     parser.add_argument("--lora-rank", type=int, default=16, help="LoRA rank (default 16)")
+    parser.add_argument("--general-knowledge", action=argparse.BooleanOptionalAction, default=None,
+                        help="also train on real_authors and world_facts, what model_utility reads (default: on for "
+                             "'tiny', which starts from random weights and knows no facts; off for pretrained models)")
     parser.add_argument("--epochs", type=float, help="epochs over the split (overrides the model's default)")
     parser.add_argument("--lr", type=float, help="peak learning rate (linear warm-up and decay)")
     parser.add_argument("--batch-size", type=int, help="items per batch and process")
@@ -40,6 +43,8 @@ def run(args) -> None:
     train = replace(recipe.train, seed=args.seed, precision=args.precision, checkpoint_every=args.checkpoint_every,
                     **{k: v for k, v in overrides.items() if v is not None})
     recipe = replace(recipe, train=train, lora_rank=args.lora_rank)
+    if args.general_knowledge is not None:
+        recipe = replace(recipe, general_knowledge=args.general_knowledge)
     manifest = finetune(args.model, args.data, args.split, args.out, recipe, resume=args.resume,
                         overwrite=args.overwrite, trust_remote_code=args.trust_remote_code)
     print(f"saved {args.out}: {manifest['steps']} steps, final loss {manifest['loss_curve'][-1]['loss']:.4f}, "

@@ -7,11 +7,12 @@ import os
 import sys
 
 from alter import __version__
-from alter.cli import bench_cmd, entropy_cmd, eval_cmd, finetune_cmd, generate_cmd, unlearn_cmd, world_cmd
+from alter.cli import (bench_cmd, demo_cmd, entropy_cmd, eval_cmd, finetune_cmd, generate_cmd, report_cmd, unlearn_cmd,
+                       world_cmd)
 from alter.errors import UserError
 
 # Command modules import torch-heavy code inside run(), so that `alter --help` answers quickly.
-COMMANDS = [world_cmd, finetune_cmd, unlearn_cmd, eval_cmd, bench_cmd, entropy_cmd, generate_cmd]
+COMMANDS = [demo_cmd, world_cmd, finetune_cmd, unlearn_cmd, eval_cmd, bench_cmd, report_cmd, entropy_cmd, generate_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

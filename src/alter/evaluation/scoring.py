@@ -8,6 +8,7 @@ strength, exact memorisation and the MIA attacks all reuse one pass.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from dataclasses import dataclass
 
@@ -16,6 +17,7 @@ import torch
 
 from alter.data.batching import collate, length_sorted_batches
 from alter.data.formatting import IGNORE_INDEX, EncodedQA
+from alter.entropy import tsallis_entropy
 from alter.models.precision import autocast
 
 
@@ -25,6 +27,10 @@ class AnswerScores:
     argmax_match: np.ndarray  # teacher-forced argmax == y_t
     expected_logprob: np.ndarray  # E_{v~p}[log p(v)] at each position
     std_logprob: np.ndarray  # std_{v~p}[log p(v)] at each position
+    targets: np.ndarray  # the answer token ids
+    entropy: np.ndarray  # Tsallis entropy (q = 1.2) of the distribution at each position
+    route: np.ndarray | None = None  # ALTER: router output chosen by most layers at each position (0 = none)
+    route_high: np.ndarray | None = None  # ALTER: the entropy class the router used
 
     @property
     def nll(self) -> float:
@@ -36,15 +42,17 @@ class AnswerScores:
 def score_answers(model, items: list[EncodedQA], pad_id: int, batch_size: int = 16, precision: str = "fp32",
                   progress=None) -> list[AnswerScores]:
     device = next(model.parameters()).device
+    runtime = getattr(model, "alter_runtime", None)
     results: list[AnswerScores | None] = [None] * len(items)
     for indices in length_sorted_batches([len(item.input_ids) for item in items], batch_size):
         batch = collate([items[i] for i in indices], pad_id, side="right")
         # Only positions that predict an answer token need the (vocabulary-sized) output layer.
         first = min(items[i].prompt_length for i in indices) - 1
         keep = torch.arange(first, batch["input_ids"].shape[1] - 1, device=device)
-        with autocast(precision, device):
+        with autocast(precision, device), (runtime.recording() if runtime else contextlib.nullcontext()):
             logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
                            **({"logits_to_keep": keep} if _accepts_logits_to_keep(model) else {})).logits
+            route, route_high = runtime.routes() if runtime else (None, None)
         if logits.shape[1] != len(keep):
             logits = logits[:, keep]
         logp = torch.log_softmax(logits.float(), dim=-1)
@@ -52,6 +60,10 @@ def score_answers(model, items: list[EncodedQA], pad_id: int, batch_size: int = 
         for row, index in enumerate(indices):
             positions = (labels[row] != IGNORE_INDEX).nonzero().squeeze(-1)
             results[index] = _answer_scores(logp[row, positions], labels[row, positions])
+            if route is not None:
+                at = positions + first  # the position predicting each answer token
+                results[index].route = route[row, at].cpu().numpy()
+                results[index].route_high = route_high[row, at].cpu().numpy()
         if progress is not None:
             progress.update(len(indices))
     return results  # type: ignore[return-value]
@@ -72,4 +84,6 @@ def _answer_scores(logp: torch.Tensor, targets: torch.Tensor) -> AnswerScores:
         argmax_match=(logp.argmax(-1) == targets).cpu().numpy(),
         expected_logprob=expected.cpu().numpy(),
         std_logprob=std.cpu().numpy(),
+        targets=targets.cpu().numpy(),
+        entropy=tsallis_entropy(logp, 1.2).cpu().numpy(),
     )

@@ -39,6 +39,7 @@ class EvalSettings:
     max_new_tokens: int = 200
     limit: int | None = None
     precision: str = "fp32"
+    token_view: int = 8  # forget and retain items whose answer tokens are logged one by one (for the report)
 
 
 def dataset_specs(forget_split: str) -> list[DatasetSpec]:
@@ -95,6 +96,8 @@ class TofuEvaluation:
             wrong = wrong_flat[offset : offset + n_wrong]
             offset += n_wrong
             items[str(index)] = self._item_log(row, answer[index], correct[index], wrong, generations[index])
+            if spec.prefix in ("forget", "retain") and index < self.settings.token_view:
+                items[str(index)]["tokens"] = self._token_log(answer[index])
         return {"split": spec.split, "items": items}
 
     def _item_log(self, row: dict, answer: AnswerScores, correct: AnswerScores, wrong: list[AnswerScores],
@@ -116,6 +119,18 @@ class TofuEvaluation:
             "exact_memorization": memorization.exact_memorization(matches),
             "mia": self._attack_scores(answer, row["answer"]),
         }
+
+    def token_logs(self, rows: list[dict]) -> list[dict]:
+        """Per-token records of the ground-truth answers of `rows` (text, probability, entropy, ALTER route)."""
+        return [self._token_log(s) for s in self._score([(r["question"], r["answer"]) for r in rows], "tokens")]
+
+    def _token_log(self, scores: AnswerScores) -> dict:
+        log = {"text": [self.tokenizer.decode([int(t)]) for t in scores.targets],
+               "prob": np.exp(scores.logprobs.astype(float)).round(5).tolist(),
+               "entropy": scores.entropy.astype(float).round(4).tolist()}
+        if scores.route is not None:
+            log.update(route=scores.route.tolist(), route_high=scores.route_high.tolist())
+        return log
 
     @staticmethod
     def _attack_scores(scores: AnswerScores, text: str) -> dict[str, float]:

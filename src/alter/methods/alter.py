@@ -227,6 +227,11 @@ def parameter_groups(model, params: ALTERParams, phase: int) -> list[dict]:
     return [{"params": [layer.lora_A for layer in layers], "lr": params.lr_a}, {"params": heads, "lr": params.lr_b}]
 
 
+def _histogram(values: np.ndarray, bins: int = 60) -> dict:
+    counts, edges = np.histogram(values, bins=bins)
+    return {"edges": edges.round(4).tolist(), "counts": counts.tolist(), "kind": "answer tokens, forget + retain"}
+
+
 def run(model, tokenizer, forget_items, retain_items, source, recipe, accelerator, out_dir, resume, precision):
     """Train an ALTER adapter on `model` in place; return (runtime, train result, facts for the manifest)."""
     params: ALTERParams = recipe.params
@@ -258,6 +263,7 @@ def run(model, tokenizer, forget_items, retain_items, source, recipe, accelerato
         "entropy_threshold": threshold,
         "high_entropy_fraction": float((answer_values > threshold).float().mean()) if params.entropy_guidance else 0.0,
         "clustering": {**clustering, "sizes": np.bincount(domains, minlength=clustering["heads"]).tolist()},
+        "entropy_histogram": _histogram(answer_values.numpy()),
     }
     clusters = {str(i): int(d) for i, d in enumerate(domains)}
     return runtime, result, facts, clusters

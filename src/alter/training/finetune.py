@@ -32,12 +32,17 @@ class FinetuneRecipe:
     lora: bool = False
     lora_rank: int = 16
     lora_alpha: int = 32
+    general_knowledge: bool = False
 
 
-# Tiny models start from random weights and need a high learning rate and many epochs to memorise a world;
-# pretrained models follow TOFU's recipe scaled to a 135M model (lr measured on SmolLM2, see the closing notes).
+# Tiny models start from random weights and need a high learning rate and many epochs to memorise a world.
+# They know no real-world facts either, so they also learn the general-knowledge sets (real authors, world facts)
+# that model_utility reads: what a pretrained model brings. Pretrained models follow TOFU's recipe scaled to a
+# 135M model (lr measured on SmolLM2).
+GENERAL_KNOWLEDGE = ("real_authors", "world_facts")
 DEFAULT_RECIPES = {
-    "tiny": FinetuneRecipe(TrainConfig(epochs=20, learning_rate=2e-3, batch_size=16, warmup_ratio=0.05)),
+    "tiny": FinetuneRecipe(TrainConfig(epochs=20, learning_rate=2e-3, batch_size=16, warmup_ratio=0.05),
+                           general_knowledge=True),
     "pretrained": FinetuneRecipe(TrainConfig(epochs=5, learning_rate=5e-5, batch_size=8)),
     "pretrained-lora": FinetuneRecipe(TrainConfig(epochs=5, learning_rate=1e-3, batch_size=8), lora=True),
 }
@@ -113,7 +118,8 @@ def finetune(
     if overwrite:
         (out_dir / "manifest.json").unlink(missing_ok=True)
     data = TofuData(data_root)
-    rows = data.load(split)
+    splits = [split, *(name for name in GENERAL_KNOWLEDGE if recipe.general_knowledge and data.has(name))]
+    rows = [row for name in splits for row in data.load(name)]
     config = recipe.train
     precision = resolve_precision(config.precision, "cuda" if torch.cuda.is_available() else "cpu")
     accelerator = make_accelerator(precision)
@@ -142,9 +148,11 @@ def finetune(
         "model": model_spec,
         "data": str(data_root),
         "split": split,
-        "data_fingerprint": data.fingerprint([split]),
+        "data_fingerprint": data.fingerprint(splits),
+        "training_splits": splits,
         "rows": len(rows),
-        "recipe": {"train": asdict(config), "lora": recipe.lora, "lora_rank": recipe.lora_rank, "lora_alpha": recipe.lora_alpha},
+        "recipe": {"train": asdict(config), "lora": recipe.lora, "lora_rank": recipe.lora_rank, "lora_alpha": recipe.lora_alpha,
+                   "general_knowledge": recipe.general_knowledge},
         "seed": config.seed,
         "precision": precision,
         "processes": accelerator.num_processes,
