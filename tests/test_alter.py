@@ -182,3 +182,25 @@ def test_recipe_defaults_follow_the_paper():
     p = recipe.params
     assert (p.rank, p.lr_a, p.lr_b, p.top_k_high, p.temperature_high, p.temperature_low) == (8, 1e-5, 1e-3, 3, 0.8, 0.01)
     assert (p.forget_weight, p.retain_weight, p.regulariser_weight, p.threshold) == (1.0, 1.0, 0.01, 1.2)
+
+
+def test_scoring_records_the_route_and_entropy_class_of_each_answer_token(tiny_runs, small_world):
+    model, tokenizer = fresh_target(tiny_runs)
+    runtime = attach(model, AsymmetricConfig(forget_heads=2), EntropySettings(threshold=0.05))
+    torch.manual_seed(0)
+    inputs = []
+    with torch.no_grad():
+        for _, layer in adapter_layers(model):
+            layer.router.normal_()
+            layer.register_forward_hook(lambda module, args, output: inputs.append((module, args[0])))
+    row = TofuData(str(small_world)).load("forget10")[0]
+    item = encode_qa(tokenizer, row["question"], row["answer"])
+    [score] = score_answers(model, [item], tokenizer.pad_token_id, precision="fp32")
+    ids = torch.tensor([item.input_ids])
+    high = runtime.entropy.is_high(runtime.frozen_logits(ids, torch.ones_like(ids)))
+    adapted = inputs[-len(adapter_layers(model)):]  # the routed pass comes after the frozen one
+    votes = torch.stack([route_weights(x @ m.router.T, high, m.config) for m, x in adapted]).mean(0)
+    predicting = slice(item.prompt_length - 1, len(item.input_ids) - 1)
+    assert score.route_high.tolist() == high[0, predicting].tolist()
+    assert score.route.tolist() == votes.argmax(-1)[0, predicting].tolist()
+    assert len(set(score.route.tolist())) > 1

@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from alter.metrics.aggregate import UTILITY_KEYS
@@ -84,3 +85,15 @@ def test_limit_and_bad_retain_log(tiny_runs, small_world, tmp_path):
     run_eval(tiny_runs / "target", small_world, tmp_path / "limited", "--limit", "3")
     log = json.loads((tmp_path / "limited" / "TOFU_EVAL.json").read_text())
     assert all(len(log[key]["items"]) == 3 for key in ("forget", "retain", "ra", "wf", "holdout"))
+
+
+def test_token_records_multiply_to_the_answer_probability(evaluated):
+    items = evaluated["target_log"]["forget"]["items"]
+    logged = [item for item in items.values() if "tokens" in item]
+    assert len(logged) == 8  # EvalSettings.token_view
+    for item in logged:
+        tokens = item["tokens"]
+        assert len(tokens["text"]) == len(tokens["prob"]) == len(tokens["entropy"])
+        geometric_mean = float(np.exp(np.mean(np.log(tokens["prob"]))))
+        assert geometric_mean == pytest.approx(item["prob"], rel=1e-3)  # prob = exp(-mean token NLL)
+        assert all(value >= 0 for value in tokens["entropy"]) and "route" not in tokens

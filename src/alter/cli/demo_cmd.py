@@ -36,6 +36,7 @@ def add_parser(commands) -> None:
                                           "learning rates are raised for the tiny model)")
     parser.add_argument("--out", default="runs/demo", help="demo folder (default runs/demo; --fast: runs/demo-fast)")
     parser.add_argument("--cache", help="cache of target and retain models (default $ALTER_CACHE/bench)")
+    parser.add_argument("--authors", type=int, default=DEMO_AUTHORS, help="authors in the world (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the world (default 0)")
     parser.set_defaults(run=run)
 
@@ -51,7 +52,7 @@ def run(args) -> None:
         args.out = "runs/demo-fast"
     world = Path(args.out) / "world"
     if not (world / "full.json").is_file():
-        write_world(WorldSpec(authors=DEMO_AUTHORS, seed=args.seed), world)
+        write_world(WorldSpec(authors=args.authors, seed=args.seed), world)
     args.forget_split = "forget10"
     args.eval_args = " ".join(SETTINGS[model]["eval_args"])
     args.finetune_args = " ".join(SETTINGS[model]["finetune_args"])

@@ -143,7 +143,8 @@ def _unlearn_data(run_dir: Path) -> ReportData:
 def _score_token_views(manifest: dict, run_dir: Path) -> list[TokenView]:
     from alter.data.tofu import TofuData
     from alter.evaluation.tofu import EvalSettings, TofuEvaluation
-    from alter.models import default_device, load_model_with_adapter
+    from alter.models import default_device
+    from alter.models.loading import load_model_with_adapter
 
     data = TofuData(manifest["data"])
     subsets = {"forget": data.load(manifest["forget_split"])[:TOKEN_ITEMS],
