@@ -10,6 +10,7 @@ from alter.data.batching import UnlearnBatches
 from alter.data.formatting import encode_qa
 from alter.data.tofu import TofuData
 from alter.entropy import shannon_entropy, tsallis_entropy
+from alter.errors import UserError
 from alter.evaluation.scoring import score_answers
 from alter.methods import get_method
 from alter.models import load_model
@@ -204,3 +205,32 @@ def test_scoring_records_the_route_and_entropy_class_of_each_answer_token(tiny_r
     assert score.route_high.tolist() == high[0, predicting].tolist()
     assert score.route.tolist() == votes.argmax(-1)[0, predicting].tolist()
     assert len(set(score.route.tolist())) > 1
+
+
+def test_shared_router_sends_forget_text_to_forget_heads_and_retain_text_to_none(tiny_runs, small_world, tmp_path):
+    model, _, before, after, facts, _, _ = short_alter_run(
+        tiny_runs, small_world, ["train.max_steps=4", "params.lr_b=0.05", "params.router=shared",
+                                 "params.forget_heads=2", "params.threshold_quantile=0.7"])
+    assert after > before and facts["shared_router"]["answer_accuracy"] > 0.8
+    tokenizer = load_model(str(tiny_runs / "target"))[1]
+    data = TofuData(str(small_world))
+    runtime, routed = model.alter_runtime, {}
+    for split in ("forget10", "retain90"):
+        items = [encode_qa(tokenizer, r["question"], r["answer"]) for r in data.load(split)[:10]]
+        scores = score_answers(model, items, tokenizer.pad_token_id, precision="fp32")
+        routed[split] = np.mean(np.concatenate([s.route for s in scores]) > 0)
+        ids = torch.tensor([items[0].input_ids])  # the route scoring used is the gate on the frozen running mean
+        hidden = runtime._frozen_output(ids, torch.ones_like(ids), hidden=True).hidden_states[-1]
+        gate = runtime.shared_router(hidden.cumsum(1) / torch.arange(1, ids.shape[1] + 1)[None, :, None])
+        low = ~scores[0].route_high
+        assert scores[0].route[low].tolist() == gate[0, items[0].prompt_length - 1 : -1].argmax(-1)[low].tolist()
+    assert routed["forget10"] > 0.9 and routed["retain90"] < routed["forget10"] - 0.3
+    runtime.save(tmp_path, "tiny-target")
+    reloaded, _ = fresh_target(tiny_runs)
+    load_alter_adapter(reloaded, tmp_path)
+    assert torch.equal(logits_of(reloaded, tokenizer), logits_of(model, tokenizer))
+
+
+def test_unknown_router_is_an_error(tiny_runs, small_world):
+    with pytest.raises(UserError, match="params.router"):
+        short_alter_run(tiny_runs, small_world, ["train.max_steps=1", "params.router=global"])

@@ -66,3 +66,39 @@ def test_empty_forget_set_is_an_error(tmp_path, small_world):
 
     with pytest.raises(UserError, match="split 'forget10' is empty"):
         TofuData(str(data)).load("forget10")
+
+
+def test_a_run_killed_mid_way_resumes_to_the_same_weights_and_metrics(small_world, tmp_path):
+    """SIGKILL (no chance to clean up) after the first checkpoint; `--resume` must finish exactly like a straight run."""
+    import signal
+    import time
+
+    command = [sys.executable, "-m", "alter.cli.main", "finetune", "--model", "tiny", "--data", str(small_world),
+               "--split", "forget10", "--max-steps", "40", "--batch-size", "4", "--checkpoint-every", "5",
+               "--precision", "fp32"]
+    straight = subprocess.run([*command, "--out", str(tmp_path / "straight")], capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    killed = subprocess.Popen([*command, "--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    pointer = tmp_path / "killed" / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while not pointer.exists() and killed.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (tmp_path / "killed" / "manifest.json").exists()
+    resumed = subprocess.run([*command, "--out", str(tmp_path / "killed"), "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = load_file(str(tmp_path / "straight" / "model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    metrics = {}
+    for name in ("straight", "killed"):
+        evaluated = subprocess.run([sys.executable, "-m", "alter.cli.main", "eval", "tofu", "--model",
+                                    str(tmp_path / name), "--data", str(small_world), "--out", str(tmp_path / f"e-{name}"),
+                                    "--limit", "6", "--max-new-tokens", "8", "--precision", "fp32"],
+                                   capture_output=True, text=True)
+        assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+        metrics[name] = json.loads((tmp_path / f"e-{name}" / "TOFU_SUMMARY.json").read_text())
+    assert metrics["straight"] == metrics["killed"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -10,6 +11,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from alter.errors import UserError
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 @contextmanager
@@ -22,6 +25,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in DISK_FULL:
+            raise UserError(f"{path}: not written, no space left ({err.strerror}); earlier files are unchanged") from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -4,7 +4,9 @@ B_f1..B_fN, one retain head B_r, and a router. `y = W0 x + s * (B_r + sum_d w_d(
 The router is a per-layer gate on the layer input (the HydraLoRA reading of the paper, see docs/method.md) with
 N + 1 outputs: output 0 is "no forget head", so text outside every forget sub-domain can leave the forget heads
 off. Its softmax temperature follows the token's entropy class (0.8 high, 0.01 low); high-entropy tokens mix the
-top-3 outputs, low-entropy tokens take the top-1.
+top-3 outputs, low-entropy tokens take the top-1. With `router="shared"` one gate for the whole model reads the
+frozen model's last hidden state instead (fitted before training, see `alter.methods.alter.fit_shared_router`), and
+the runtime hands every layer the same weights (`Routing.weights`).
 
 Training does not use the router's choice: a `Routing` record says, per token, which forget head is on (hard,
 by sub-domain) and which parameters may learn from the token. Isolation is by masks on the token axis:
@@ -44,6 +46,7 @@ class AsymmetricConfig:
     temperature_low: float = 0.01
     entropy_threshold: float = 1.2
     target_modules: list[str] = field(default_factory=list)
+    router: str = "layer"  # "layer": one gate per adapted layer; "shared": one gate on the frozen last hidden state
 
     @property
     def scale(self) -> float:
@@ -67,6 +70,7 @@ class Routing:
     retain_grad: torch.Tensor | None = None
     router_target: torch.Tensor | None = None
     router_loss: torch.Tensor | float = 0.0
+    weights: torch.Tensor | None = None  # inference with the shared router: gate weights [batch, seq, N + 1]
     soft_route: bool = False  # apply the (frozen) forget heads with the router's softmax, so losses teach the router
 
     @property
@@ -129,15 +133,15 @@ class AsymmetricLinear(nn.Module):
         return delta
 
     def _infer_delta(self, x, h, routing: Routing) -> torch.Tensor:
-        weights = route_weights(F.linear(x, self.router.to(x.dtype)).float(), routing.high, self.config)
+        weights = routing.weights if routing.weights is not None else \
+            route_weights(F.linear(x, self.router.to(x.dtype)).float(), routing.high, self.config)
         if self.slot.recorded is not None:
             self.slot.recorded.append(weights.detach())
-        delta = F.linear(h, self.retain_B.to(h.dtype))
-        for head in range(self.config.forget_heads):
-            w = weights[..., head + 1]
-            if (w > 0).any():
-                delta = delta + w[..., None].to(h.dtype) * F.linear(h, self.forget_B[head].to(h.dtype))
-        return delta
+        # One matmul for the retain head and every gated forget head: [h, w_1 h, ..., w_N h] @ [B_r | B_f1 | ... ]^T
+        gates = torch.cat([torch.ones_like(weights[..., :1]), weights[..., 1:]], dim=-1).to(h.dtype)
+        stacked = (gates[..., :, None] * h[..., None, :]).flatten(-2)
+        heads = torch.cat([self.retain_B[None], self.forget_B]).permute(1, 0, 2).flatten(1)
+        return F.linear(stacked, heads.to(h.dtype))
 
 
 def route_weights(router_logits: torch.Tensor, high: torch.Tensor, config: AsymmetricConfig) -> torch.Tensor:

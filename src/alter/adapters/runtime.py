@@ -16,13 +16,15 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from alter.adapters.asymmetric import AsymmetricConfig, Routing, RoutingSlot, adapter_layers, adapter_state, inject
+from alter.adapters.asymmetric import (AsymmetricConfig, Routing, RoutingSlot, adapter_layers, adapter_state, inject,
+                                      route_weights)
 from alter.entropy import token_entropy
 from alter.errors import UserError
 from alter.io import write_json
 
 FORMAT = "alter-asymmetric-lora/1"
 WEIGHTS, CONFIG, CLUSTERS = "alter_adapter.safetensors", "alter_config.json", "clusters.json"
+SHARED = "shared_router"
 
 
 @dataclass
@@ -45,6 +47,8 @@ class AlterRuntime:
         self.model, self.slot, self.config, self.entropy = model, slot, config, entropy
         self._frozen_pass = False
         self._last_high: torch.Tensor | None = None
+        self._last_gate: torch.Tensor | None = None
+        self.shared_router: nn.Linear | None = None  # config.router == "shared": last hidden state -> N + 1 outputs
         model.register_forward_pre_hook(self._before, with_kwargs=True)
         model.register_forward_hook(self._after, with_kwargs=True)
         model.alter_runtime = self
@@ -54,8 +58,13 @@ class AlterRuntime:
 
     @torch.no_grad()
     def frozen_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self._frozen_output(input_ids, attention_mask, hidden=False).logits
+
+    @torch.no_grad()
+    def _frozen_output(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, hidden: bool):
         with self.frozen():
-            return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
+                              output_hidden_states=hidden)
 
     @contextlib.contextmanager
     def recording(self):
@@ -79,12 +88,20 @@ class AlterRuntime:
         input_ids = kwargs.get("input_ids", args[0] if args else None)
         cached = kwargs.get("cache", kwargs.get("past_key_values")) is not None  # the name differs across versions
         last = self._last_high
+        gate = None
         if input_ids.shape[1] == 1 and cached and last is not None and last.shape[0] == input_ids.shape[0]:
             high = last[:, None]
+            if self.shared_router is not None:
+                gate = self._last_gate[:, None]
         else:
-            logits = self.frozen_logits(input_ids, kwargs.get("attention_mask"))
-            high = self.entropy.is_high(logits)
-        self.slot.routing = Routing(high=high)
+            output = self._frozen_output(input_ids, kwargs.get("attention_mask"), hidden=self.shared_router is not None)
+            high = self.entropy.is_high(output.logits)
+            if self.shared_router is not None:
+                means = running_mean(output.hidden_states[-1], kwargs.get("attention_mask"))
+                gate = self.shared_router.to(means.device)(means)
+                self._last_gate = gate[:, -1]
+        weights = None if gate is None else route_weights(gate, high, self.config)
+        self.slot.routing = Routing(high=high, weights=weights)
         if self.slot.recorded is not None:
             self.slot.recorded.clear()
             self._recorded_high = high
@@ -101,7 +118,10 @@ class AlterRuntime:
         return None
 
     def save(self, folder: Path, base_model: str, clusters: dict | None = None) -> None:
-        save_file(adapter_state(self.model), str(folder / WEIGHTS))
+        state = adapter_state(self.model)
+        if self.shared_router is not None:
+            state.update({f"{SHARED}.{k}": v.detach().contiguous().cpu() for k, v in self.shared_router.state_dict().items()})
+        save_file(state, str(folder / WEIGHTS))
         write_json(folder / CONFIG, {"format": FORMAT, "base_model": base_model, "adapter": self.config.to_dict(),
                                      "entropy": vars(self.entropy)})
         if clusters is not None:
@@ -121,6 +141,21 @@ class _Disabled:
         self.runtime.slot.enabled = self.saved
 
 
+def running_mean(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of the hidden states over the real tokens at positions <= t (what the shared router reads)."""
+    hidden = hidden.float()
+    mask = torch.ones(hidden.shape[:2], device=hidden.device) if attention_mask is None else attention_mask.float()
+    return (hidden * mask[..., None]).cumsum(1) / mask.cumsum(1).clamp_min(1)[..., None]
+
+
+def shared_router_from(weight: torch.Tensor, bias: torch.Tensor) -> nn.Linear:
+    router = nn.Linear(weight.shape[1], weight.shape[0]).to(weight.device)
+    with torch.no_grad():
+        router.weight.copy_(weight)
+        router.bias.copy_(bias)
+    return router.requires_grad_(False)
+
+
 def attach(model: nn.Module, config: AsymmetricConfig, entropy: EntropySettings) -> AlterRuntime:
     return AlterRuntime(model, inject(model, config), config, entropy)
 
@@ -137,6 +172,11 @@ def load_alter_adapter(model: nn.Module, folder: Path) -> AlterRuntime:
         raise UserError(f"{folder}: adapter has no {WEIGHTS}; alter loads safetensors only")
     runtime = attach(model, AsymmetricConfig(**meta["adapter"]), EntropySettings(**meta["entropy"]))
     state = load_file(str(folder / WEIGHTS))
+    shared = {k.removeprefix(SHARED + "."): state.pop(k) for k in list(state) if k.startswith(SHARED + ".")}
+    if runtime.config.router == "shared":
+        if set(shared) != {"weight", "bias"}:
+            raise UserError(f"{folder}: adapter config says router 'shared' but {WEIGHTS} has no shared router")
+        runtime.shared_router = shared_router_from(shared["weight"], shared["bias"])
     layers = dict(adapter_layers(model))
     expected = {f"{name}.{p}" for name in layers for p in ("lora_A", "retain_B", "forget_B", "router")}
     if set(state) != expected:

@@ -32,21 +32,27 @@ def run(args) -> None:
     from alter.data.tofu import TofuData
     from alter.evaluation.tofu import (EvalSettings, TofuEvaluation, format_table, load_retain_log, summarize,
                                        write_outputs)
+    from accelerate import PartialState
+
     from alter.io import ensure_writable_dir
-    from alter.models import default_device, resolve_precision
+    from alter.models import resolve_precision
     from alter.models.loading import load_model_with_adapter
 
     out = ensure_writable_dir(args.out)
     data = TofuData(args.data)
     retain_log = load_retain_log(args.retain_logs) if args.retain_logs else None
-    device = default_device()
+    state = PartialState()  # one process, or one of `accelerate launch`'s
+    device = state.device
     precision = resolve_precision(args.precision, device)
     model, tokenizer = load_model_with_adapter(args.model, args.adapter, trust_remote_code=args.trust_remote_code)
     model.to(device)
     settings = EvalSettings(args.batch_size, args.generation_batch_size, args.max_new_tokens, args.limit, precision)
-    log = TofuEvaluation(model, tokenizer, data, args.forget_split, settings).run()
+    log = TofuEvaluation(model, tokenizer, data, args.forget_split, settings, state.process_index,
+                         state.num_processes).run()
     log["meta"].update(model=args.model, adapter=args.adapter, data=args.data)
     summary, notes = summarize(log, retain_log)
+    if not state.is_main_process:
+        return
     write_outputs(out, log, summary, notes)
     print(format_table(summary))
     for note in notes:

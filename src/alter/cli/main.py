@@ -10,6 +10,7 @@ from alter import __version__
 from alter.cli import (bench_cmd, demo_cmd, entropy_cmd, eval_cmd, finetune_cmd, generate_cmd, report_cmd, unlearn_cmd,
                        world_cmd)
 from alter.errors import UserError
+from alter.io import DISK_FULL
 
 # Command modules import torch-heavy code inside run(), so that `alter --help` answers quickly.
 COMMANDS = [demo_cmd, world_cmd, finetune_cmd, unlearn_cmd, eval_cmd, bench_cmd, report_cmd, entropy_cmd, generate_cmd]
@@ -34,6 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         args.run(args)
     except UserError as err:
         print(f"alter: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        print(f"alter: error: {err.filename or 'output'}: no space left ({err.strerror}); finished files are intact, "
+              "rerun with --resume after freeing space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("alter: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)

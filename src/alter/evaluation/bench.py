@@ -17,14 +17,16 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from alter import __version__
 from alter.errors import UserError
 from alter.evaluation.tofu import load_retain_log, summarize, write_outputs
 from alter.io import write_json, write_text
 from alter.methods import get_method
 
-TABLE_KEYS = ("forget_quality", "model_utility", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "retain_Q_A_Prob",
-              "retain_Q_A_ROUGE", "privleak")
+TABLE_KEYS = ("forget_quality", "model_utility", "forget_nll", "retain_nll", "forget_Q_A_Prob", "forget_Q_A_ROUGE",
+              "retain_Q_A_Prob", "retain_Q_A_ROUGE", "privleak")
 KEY_FILE = "bench_key.txt"
 BUILT_IN_MODELS = ("tiny", "smollm2")
 EVAL_FILES = ("TOFU_EVAL.json", "TOFU_SUMMARY.json")
@@ -167,6 +169,9 @@ def _row(eval_folder: Path, run_dir: Path) -> dict:
     summary = json.loads((eval_folder / "TOFU_SUMMARY.json").read_text())
     manifest = json.loads((run_dir / "manifest.json").read_text())
     row = {key: summary.get(key) for key in summary if key != "notes"}
+    log = json.loads((eval_folder / "TOFU_EVAL.json").read_text())
+    for subset in ("forget", "retain"):  # mean answer NLL: the quantity every method's loss moves
+        row[f"{subset}_nll"] = float(np.mean([item["nll"] for item in log[subset]["items"].values()]))
     row.update(method=manifest.get("method", manifest.get("kind")), wall_seconds=manifest["wall_seconds"],
                peak_memory_mb=manifest["peak_memory_mb"], tokens_per_second=manifest["tokens_per_second"],
                trainable_parameters=manifest["parameters"]["trainable"], run_dir=str(run_dir),

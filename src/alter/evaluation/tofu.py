@@ -59,9 +59,14 @@ def holdout_split(forget_split: str) -> str:
 
 
 class TofuEvaluation:
-    def __init__(self, model, tokenizer, data: TofuData, forget_split: str, settings: EvalSettings):
+    """Under `accelerate launch` each process evaluates every `world`-th item (`rank` first) and the per-item logs
+    are gathered, so every process ends with the whole log."""
+
+    def __init__(self, model, tokenizer, data: TofuData, forget_split: str, settings: EvalSettings,
+                 rank: int = 0, world: int = 1):
         self.model, self.tokenizer, self.data = model, tokenizer, data
         self.forget_split, self.settings = forget_split, settings
+        self.rank, self.world = rank, world
         holdout = holdout_split(forget_split)
         self.holdout = holdout if data.has(holdout) else None
 
@@ -75,8 +80,20 @@ class TofuEvaluation:
             return score_answers(self.model, items, self.tokenizer.pad_token_id, self.settings.batch_size,
                                  self.settings.precision, progress=bar)
 
+    def _shard(self, rows: list[dict]) -> tuple[list[int], list[dict]]:
+        mine = list(range(self.rank, len(rows), self.world))
+        return mine, [rows[i] for i in mine]
+
+    def _gathered(self, items: dict) -> dict:
+        if self.world == 1:
+            return items
+        from accelerate.utils import gather_object
+
+        merged = {key: value for part in gather_object([items]) for key, value in part.items()}
+        return {key: merged[key] for key in sorted(merged, key=int)}
+
     def evaluate_dataset(self, spec: DatasetSpec) -> dict:
-        rows = self._rows(spec.split)
+        indices, rows = self._shard(self._rows(spec.split))
         questions = [row["question"] for row in rows]
         answer = self._score(list(zip(questions, [r["answer"] for r in rows])), f"{spec.prefix}: answers")
         if spec.truth_correct_field == "answer":
@@ -91,14 +108,15 @@ class TofuEvaluation:
             generations = greedy_generate(self.model, self.tokenizer, prompts, self.settings.max_new_tokens,
                                           self.settings.generation_batch_size, self.settings.precision, progress=bar)
         items, offset = {}, 0
-        for index, row in enumerate(rows):
+        for position, (index, row) in enumerate(zip(indices, rows)):
             n_wrong = len(row["perturbed_answer"])
             wrong = wrong_flat[offset : offset + n_wrong]
             offset += n_wrong
-            items[str(index)] = self._item_log(row, answer[index], correct[index], wrong, generations[index])
+            log = self._item_log(row, answer[position], correct[position], wrong, generations[position])
             if spec.prefix in ("forget", "retain") and index < self.settings.token_view:
-                items[str(index)]["tokens"] = self._token_log(answer[index])
-        return {"split": spec.split, "items": items}
+                log["tokens"] = self._token_log(answer[position])
+            items[str(index)] = log
+        return {"split": spec.split, "items": self._gathered(items)}
 
     def _item_log(self, row: dict, answer: AnswerScores, correct: AnswerScores, wrong: list[AnswerScores],
                   generation: str) -> dict:
@@ -143,11 +161,11 @@ class TofuEvaluation:
         }
 
     def evaluate_holdout(self) -> dict:
-        rows = self._rows(self.holdout)
+        indices, rows = self._shard(self._rows(self.holdout))
         scores = self._score([(r["question"], r["answer"]) for r in rows], "holdout: answers")
-        return {"split": self.holdout,
-                "items": {str(i): {"question": r["question"], "nll": s.nll, "mia": self._attack_scores(s, r["answer"])}
-                          for i, (r, s) in enumerate(zip(rows, scores))}}
+        items = {str(i): {"question": r["question"], "nll": s.nll, "mia": self._attack_scores(s, r["answer"])}
+                 for i, r, s in zip(indices, rows, scores)}
+        return {"split": self.holdout, "items": self._gathered(items)}
 
     def run(self) -> dict:
         started = time.perf_counter()
@@ -156,7 +174,7 @@ class TofuEvaluation:
             log["holdout"] = self.evaluate_holdout()
         log["meta"] = {"forget_split": self.forget_split, "holdout_split": self.holdout,
                        "precision": self.settings.precision, "max_new_tokens": self.settings.max_new_tokens,
-                       "limit": self.settings.limit, "versions": library_versions(),
+                       "limit": self.settings.limit, "processes": self.world, "versions": library_versions(),
                        "wall_seconds": round(time.perf_counter() - started, 2),
                        "peak_memory_mb": round(peak_memory_mb(), 1)}
         return log

@@ -55,11 +55,15 @@ def default_recipe(model_spec: str, lora: bool) -> FinetuneRecipe:
     return DEFAULT_RECIPES["pretrained-lora" if lora else "pretrained"]
 
 
-def make_accelerator(precision: str):
+def make_accelerator(precision: str, find_unused_parameters: bool = False):
+    """`find_unused_parameters`: DDP must not wait for gradients of parameters a step leaves unused (ALTER's forget
+    heads of absent sub-domains)."""
     from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
-    return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available())
+    return Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available(),
+                       kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)])
 
 
 def corpus_texts(data_root: str) -> list[str]:

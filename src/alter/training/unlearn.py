@@ -59,7 +59,7 @@ def unlearn(model_spec: str, data_root: str, forget_split: str, retain_split: st
     overlap = check_overlap(forget_rows, retain_rows)
     config = replace(recipe.train, learning_rate=recipe.learning_rate)
     precision = resolve_precision(config.precision, "cuda" if torch.cuda.is_available() else "cpu")
-    accelerator = make_accelerator(precision)
+    accelerator = make_accelerator(precision, find_unused_parameters=method.runner is not None)
     torch.manual_seed(config.seed)
     model, tokenizer = load_model(model_spec, trust_remote_code=trust_remote_code)
     encode = lambda rows, field="answer": [encode_qa(tokenizer, r["question"], r[field]) for r in rows]  # noqa: E731
