@@ -1,8 +1,16 @@
-"""`accelerate launch --num_processes 2 --cpu`: fine-tuning, unlearning (NPO and ALTER) and evaluation on the tiny
-model, compared with one process at the same global batch.
+"""Two processes on the CPU: fine-tuning, unlearning (NPO and ALTER) and evaluation on the tiny model, compared with
+one process at the same global batch.
+
+The processes are started by torchrun (`--standalone`, a free port): `accelerate launch --cpu --num_processes 2`
+starts a single process in accelerate 1.15 unless MPI is set up, which the first version of this test caught (its
+"two-process" run reported processes = 1). alter's Accelerator sees torchrun's environment and trains with DDP over
+gloo, exactly as under `accelerate launch --multi_gpu` on GPUs.
 
 Tolerances: fine-tuning sees the same rows per step in both set-ups; only the loss weighting differs (DDP averages
-two per-rank token means instead of one mean over all tokens), so weights agree to 2e-3. Unlearning also samples its
+two per-rank token means instead of one mean over all tokens). Adam turns a small gradient difference into a full
+step on the few weights whose gradient is near zero, so the weights are compared by how far they moved: after two
+steps the two-process weights differ from the one-process weights by under 15% of the one-process update (L1; 5%
+measured). Without gradient synchronisation the difference is about half of the update. Unlearning also samples its
 retain rows per rank, so the forget answer probability agrees to 0.05. Evaluation shards items over the ranks and
 gathers them: every per-item value agrees to 1e-4 (fp32).
 """
@@ -15,8 +23,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "alter.cli.main"]
+from alter.training.finetune import load_or_build
+
+LAUNCH = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "alter.cli.main"]
 SINGLE = [sys.executable, "-m", "alter.cli.main"]
 
 
@@ -36,25 +45,38 @@ def only_published_files(folder):
 @pytest.fixture(scope="module")
 def finetuned(small_world, tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp-finetune")
-    common = ["finetune", "--model", "tiny", "--data", small_world, "--split", "full", "--max-steps", "4",
+    common = ["finetune", "--model", "tiny", "--data", small_world, "--split", "full", "--max-steps", "2",
               "--precision", "fp32"]
     run(SINGLE, *common, "--batch-size", "16", "--out", root / "one")
     run(LAUNCH, *common, "--batch-size", "8", "--out", root / "two")
     return root
 
 
-def test_two_process_finetuning_matches_one_process(finetuned):
+def test_two_process_finetuning_matches_one_process(finetuned, small_world):
     one = load_file(str(finetuned / "one" / "model.safetensors"))
     two = load_file(str(finetuned / "two" / "model.safetensors"))
-    assert one.keys() == two.keys()
-    assert max((one[k] - two[k]).abs().max().item() for k in one) < 2e-3
-    assert not all(torch.equal(one[k], two[k]) for k in one)  # two real processes, not a copy of one
+    torch.manual_seed(0)
+    start = dict(load_or_build("tiny", str(small_world), seed=0)[0].named_parameters())
+    assert one.keys() == two.keys() == start.keys()
+    update = sum((one[k] - start[k].detach()).abs().sum().item() for k in one)
+    difference = sum((one[k] - two[k]).abs().sum().item() for k in one)
+    assert 0 < difference < 0.15 * update
     manifest = json.loads((finetuned / "two" / "manifest.json").read_text())
-    assert manifest["processes"] == 2 and manifest["steps"] == 4
+    assert manifest["processes"] == 2 and manifest["steps"] == 2
+    single = json.loads((finetuned / "one" / "manifest.json").read_text())
+    assert manifest["loss_curve"][0]["loss"] == pytest.approx(single["loss_curve"][0]["loss"], rel=0.01)
     assert "manifest.json" in only_published_files(finetuned / "two")
 
 
-@pytest.mark.parametrize("method", ["npo", "alter"])
+def test_alter_under_two_processes_is_refused_with_a_clear_line(tiny_runs, small_world, tmp_path):
+    result = subprocess.run([*LAUNCH, "unlearn", "--model", str(tiny_runs / "target"), "--data", str(small_world),
+                             "--method", "alter", "--out", str(tmp_path / "two"), "--set", "train.max_steps=1"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode != 0 and "alter: error: --method alter runs in one process" in result.stderr
+    assert not (tmp_path / "two" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("method", ["npo"])
 def test_two_process_unlearning_agrees_with_one_process(method, tiny_runs, small_world, tmp_path):
     common = ["unlearn", "--model", tiny_runs / "target", "--data", small_world, "--method", method,
               "--set", "train.max_steps=3", "--set", "train.precision=fp32", "--set", "train.warmup_ratio=0"]

@@ -32,6 +32,7 @@ def run(args) -> None:
     from alter.data.tofu import TofuData
     from alter.evaluation.tofu import (EvalSettings, TofuEvaluation, format_table, load_retain_log, summarize,
                                        write_outputs)
+    import torch
     from accelerate import PartialState
 
     from alter.io import ensure_writable_dir
@@ -41,7 +42,7 @@ def run(args) -> None:
     out = ensure_writable_dir(args.out)
     data = TofuData(args.data)
     retain_log = load_retain_log(args.retain_logs) if args.retain_logs else None
-    state = PartialState()  # one process, or one of `accelerate launch`'s
+    state = PartialState(cpu=not torch.cuda.is_available())  # one process, or one of a launcher's
     device = state.device
     precision = resolve_precision(args.precision, device)
     model, tokenizer = load_model_with_adapter(args.model, args.adapter, trust_remote_code=args.trust_remote_code)

@@ -286,6 +286,9 @@ def _histogram(values: np.ndarray, bins: int = 60) -> dict:
 def run(model, tokenizer, forget_items, retain_items, source, recipe, accelerator, out_dir, resume, precision):
     """Train an ALTER adapter on `model` in place; return (runtime, train result, facts for the manifest)."""
     params: ALTERParams = recipe.params
+    if accelerator.num_processes > 1:
+        raise UserError("--method alter runs in one process for now: a Phase II step makes two forward passes (forget "
+                        "and retain) before one backward, which DDP does not allow; run it without a launcher")
     if params.router not in ("layer", "shared"):
         raise UserError(f"params.router: expected 'layer' or 'shared', got {params.router!r}")
     forget_entropy, pooled = frozen_statistics(model, forget_items, tokenizer.pad_token_id, params, precision, True)

@@ -76,6 +76,13 @@ class TrainResult:
         return {**asdict(self), "tokens_per_second": round(self.tokens_per_second, 1)}
 
 
+def _mean_over_processes(value: torch.Tensor, accelerator) -> float:
+    """The logged loss of a step is the mean over processes, not rank 0's share of the batch."""
+    if accelerator.num_processes == 1:
+        return value.item()
+    return accelerator.reduce(value, reduction="mean").item()
+
+
 def make_optimizer(param_groups: list[dict], config: TrainConfig) -> torch.optim.Optimizer:
     groups = [{"weight_decay": config.weight_decay, "lr": config.learning_rate, **group} for group in param_groups]
     return torch.optim.AdamW(groups, lr=config.learning_rate, fused=_fusable(groups))
@@ -140,7 +147,7 @@ def train(
             )
         accelerator.backward(loss / accumulation)
         state["tokens"] += _count_tokens(batch) * accelerator.num_processes
-        window.append({"loss": loss.item(), **logs})
+        window.append({"loss": _mean_over_processes(loss.detach(), accelerator), **logs})
         if (micro + 1) % accumulation:
             continue
         if config.max_grad_norm:
