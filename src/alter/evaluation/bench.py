@@ -24,6 +24,7 @@ from alter.errors import UserError
 from alter.evaluation.tofu import load_retain_log, summarize, write_outputs
 from alter.io import write_json, write_text
 from alter.methods import get_method
+from alter.training.recipe import build_recipe
 
 TABLE_KEYS = ("forget_quality", "model_utility", "forget_nll", "retain_nll", "forget_Q_A_Prob", "forget_Q_A_ROUGE",
               "retain_Q_A_Prob", "retain_Q_A_ROUGE", "privleak")
@@ -151,7 +152,8 @@ def run_bench(plan: BenchPlan) -> dict:
 def _run_variant(plan: BenchPlan, variant: Variant, target: Path, target_key: str, evaluate: list[str],
                  reference: list[str]) -> dict:
     run_dir = plan.out / "runs" / variant.name
-    run_key = fingerprint("unlearn", target_key, variant.method, variant.overrides, plan.unlearn_args)
+    recipe = build_recipe(variant.method, None, variant.overrides).as_dict()  # the effective recipe, defaults included
+    run_key = fingerprint("unlearn", target_key, recipe, plan.unlearn_args)
     sets = [item for override in variant.overrides for item in ("--set", override)]
     run_step(run_dir, run_key, "manifest.json",
              ["unlearn", "--model", str(target), "--data", plan.data, "--forget-split", plan.forget_split,

@@ -55,7 +55,7 @@ class ALTERParams:
     regulariser_weight: float = 0.01
     router_weight: float = 1.0
     router_from_retain_loss: bool = True  # retain tokens see the frozen forget heads through the router's softmax
-    router: str = "layer"  # "layer": a learned gate per layer (paper reading); "shared": one gate for the model
+    router: str = "shared"  # one gate for the model (docs/method.md); "layer": a learned gate per layer (paper reading)
     shared_router_retain_items: int = 4  # retain items per forget item that the shared router is fitted on
 
 
@@ -105,9 +105,9 @@ def fit_shared_router(model, forget_items: list[EncodedQA], retain_items: list[E
     last hidden state (positions <= t) to "no forget head" (output 0) or a forget sub-domain (1..N). Labels follow
     the training routes: positions predicting a forget answer token get their item's sub-domain; prompt positions
     and retain text get 0. The running mean carries the whole question (whose answer this is) into every answer
-    position; measured on SmolLM2 and the 20-author world, held-out forget answer positions were found with recall
-    0.99-1.0 and no retain answer position was taken for a forget one, against recall 0.44 and 10% false positives
-    for the last hidden state alone (docs/method.md)."""
+    position. A held-out probe on SmolLM2 and the 20-author world found forget answer positions with recall 0.99-1.0
+    and took no retain answer position for a forget one; the last hidden state alone gave recall 0.44 and 10% false
+    positives."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
