@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -9,7 +10,6 @@ from alter.data.tofu import TofuData
 from alter.evaluation.scoring import score_answers
 from alter.models import load_model
 from alter.training.finetune import default_recipe, finetune, load_or_build
-from dataclasses import replace
 
 
 def mean_nll(model, tokenizer, rows):
@@ -31,13 +31,21 @@ def test_tiny_finetune_halves_answer_nll_and_writes_a_complete_run(small_world, 
     after = mean_nll(model, tokenizer, rows)
     assert after <= before / 2, (before, after)
     written = json.loads((tmp_path / "target" / "manifest.json").read_text())
-    assert written["status"] == "complete" and written["rows"] == len(rows) == 200
+    general = [row for split in ("real_authors", "world_facts") for row in TofuData(str(small_world)).load(split)]
+    assert written["status"] == "complete" and written["rows"] == len(rows) + len(general) == 200 + 40
+    assert written["training_splits"] == ["full", "real_authors", "world_facts"]  # tiny models learn general facts
     for key in ("data_fingerprint", "seed", "versions", "wall_seconds", "peak_memory_mb", "tokens_per_second"):
         assert written[key] == manifest[key]
     assert written["tokens_per_second"] > 0 and written["peak_memory_mb"] > 0
     assert (tmp_path / "target" / "model.safetensors").is_file()
     assert not list((tmp_path / "target").glob("*.bin"))
     assert not (tmp_path / "target" / "checkpoints").exists()
+
+
+def test_general_knowledge_can_be_switched_off(small_world, tmp_path):
+    recipe = replace(quick_recipe(max_steps=1), general_knowledge=False)
+    manifest = finetune("tiny", str(small_world), "retain90", str(tmp_path / "r"), recipe)
+    assert manifest["training_splits"] == ["retain90"] and manifest["rows"] == 180
 
 
 def test_lora_finetune_merges_into_a_plain_model(small_world, tmp_path):
