@@ -28,7 +28,7 @@ def add_parser(commands) -> None:
     parser = commands.add_parser(
         "demo", help="the whole job offline: world, target/retain models, ALTER vs baselines, report",
         description="Generate a 20-author world, fine-tune target and retain models (cached after the first run), "
-                    "unlearn 10%% of the authors with each method, evaluate, print the table and a few answers "
+                    "unlearn 10% of the authors with each method, evaluate, print the table and a few answers "
                     "before and after, and write OUT/report.html. Model: SmolLM2-135M-Instruct (bundled), or the "
                     "tiny model with --fast.")
     parser.add_argument("--fast", action="store_true", help="use the tiny model (a few minutes)")
