@@ -4,12 +4,14 @@ implemented, each gap of the paper, the switch that closes it and the measuremen
 Plan of a run:
 1. one frozen pass over forget and retain items: every position's token entropy (cached for the whole run) and
    the mean-pooled last hidden state of each forget item;
-2. k-means on those states splits the forget set into N sub-domains, one forget head each;
+2. k-means on those states splits the forget set into N sub-domains, one forget head each; the shared router (the
+   default) is fitted on the training routes (`fit_shared_router`);
 3. Phase I: A (lr 1e-5) and the retain head learn next-token NLL on high-entropy tokens of forget + retain text
    (with zero-initialised heads A gets no gradient unless some head moves);
 4. Phase II: each forget head learns the inverse hinge loss on its own sub-domain's low-entropy answer tokens, the
    retain head learns NLL on retain answers, A still learns from high-entropy tokens only, a KL regulariser keeps the
-   high-entropy tokens' distributions at the frozen model's, and the router learns the training routes.
+   high-entropy tokens' distributions at the frozen model's, and per-layer routers (`router: layer`) learn the
+   training routes.
 """
 
 from __future__ import annotations
