@@ -77,7 +77,7 @@ class AlterRuntime:
             self.slot.recorded = None
 
     def routes(self) -> tuple[torch.Tensor, torch.Tensor]:
-        votes = torch.stack(self._recorded).mean(0)  # [batch, seq, N + 1], averaged over layers
+        votes = torch.stack(self.slot.recorded).mean(0)  # [batch, seq, N + 1], averaged over layers
         return votes.argmax(-1), self._recorded_high
 
     def _before(self, module, args, kwargs):
@@ -113,8 +113,6 @@ class AlterRuntime:
         if self.slot.routing is not None and not self.slot.routing.training:
             self._last_high = self.entropy.is_high(output.logits[:, -1].detach())
             self.slot.routing = None
-            if self.slot.recorded is not None:
-                self._recorded = list(self.slot.recorded)
         return None
 
     def save(self, folder: Path, base_model: str, clusters: dict | None = None) -> None:

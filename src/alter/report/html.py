@@ -104,16 +104,13 @@ def _eval_log(folder: Path) -> dict | None:
 
 
 def _views_from_logs(run: str, before: dict, after: dict) -> list[TokenView]:
+    """The first TOKEN_ITEMS forget and retain items that both logs recorded token by token."""
     views = []
     for subset in ("forget", "retain"):
-        for index, item in list(after[subset]["items"].items()):
-            old = before[subset]["items"].get(index, {}).get("tokens")
-            new = item.get("tokens")
-            if old is None or new is None or len(views) >= 2 * TOKEN_ITEMS:
-                continue
-            if sum(view.subset == subset for view in views) >= TOKEN_ITEMS:
-                continue
-            views.append(TokenView(run, subset, item["question"], _token_rows(old, new)))
+        pairs = [(item, before[subset]["items"].get(index, {}).get("tokens"))
+                 for index, item in after[subset]["items"].items()]
+        pairs = [(item, old) for item, old in pairs if old is not None and "tokens" in item][:TOKEN_ITEMS]
+        views += [TokenView(run, subset, item["question"], _token_rows(old, item["tokens"])) for item, old in pairs]
     return views
 
 
