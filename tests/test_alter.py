@@ -1,18 +1,22 @@
 """ALTER: entropies, the asymmetric adapter's isolation and routing, save/load, and a short training run."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
+from accelerate.utils import DistributedType
 
 from alter.adapters.asymmetric import AsymmetricConfig, AsymmetricLinear, Routing, RoutingSlot, adapter_layers, route_weights
 from alter.adapters.runtime import EntropySettings, attach, load_alter_adapter
-from alter.data.batching import UnlearnBatches
+from alter.data.batching import UnlearnBatches, collate
 from alter.data.formatting import encode_qa
 from alter.data.tofu import TofuData
 from alter.entropy import shannon_entropy, tsallis_entropy
 from alter.errors import UserError
 from alter.evaluation.scoring import score_answers
 from alter.methods import get_method
+from alter.methods.alter import joined_batch, row_spans
 from alter.models import load_model
 from alter.training.finetune import make_accelerator
 from alter.training.recipe import build_recipe
@@ -95,6 +99,22 @@ def test_shared_a_gets_no_gradient_from_low_entropy_tokens_and_retain_head_only_
     assert layer.base.weight.grad is None
 
 
+def test_soft_route_lets_only_marked_tokens_see_the_frozen_forget_heads():
+    layer, slot = layer_with_random_heads()
+    off = torch.zeros(2, 4, dtype=torch.bool)
+    marked = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+
+    def routing():
+        return Routing(high=off, forget_head=torch.zeros(2, 4, dtype=torch.long), a_grad=off, retain_grad=off,
+                       soft_route=marked)
+
+    grads = gradients(layer, slot, routing(), (~marked).float())
+    assert torch.count_nonzero(grads["router"]) == 0
+    grads = gradients(layer, slot, routing(), marked.float())
+    assert torch.count_nonzero(grads["router"]) > 0
+    assert torch.count_nonzero(grads["forget_B"]) == 0  # the heads are read, never trained, through the softmax
+
+
 def test_router_temperatures_and_top_k():
     config = AsymmetricConfig(forget_heads=4, top_k_high=3, temperature_high=0.8, temperature_low=0.01)
     logits = torch.tensor([[[0.1, 0.5, 0.3, 0.2, 0.4], [0.1, 0.5, 0.3, 0.2, 0.4]]])
@@ -164,10 +184,11 @@ def short_alter_run(tiny_runs, small_world, overrides):
     return model, base, before, after, facts, clusters, result
 
 
-def test_training_lowers_forget_probability_and_leaves_base_weights_bitwise_unchanged(tiny_runs, small_world):
+@pytest.mark.parametrize("router", ["shared", "layer"])
+def test_training_lowers_forget_probability_and_leaves_base_weights_bitwise_unchanged(router, tiny_runs, small_world):
     model, base, before, after, facts, clusters, result = short_alter_run(
         tiny_runs, small_world, ["train.max_steps=4", "params.lr_b=0.05", "params.threshold_quantile=0.7",
-                                 "params.forget_heads=2"])
+                                 "params.forget_heads=2", f"params.router={router}"])
     assert after > before  # mean forget answer NLL up = probability down, with the router choosing at inference
     for name, param in model.named_parameters():
         if name in base:
@@ -234,3 +255,31 @@ def test_shared_router_sends_forget_text_to_forget_heads_and_retain_text_to_none
 def test_unknown_router_is_an_error(tiny_runs, small_world):
     with pytest.raises(UserError, match="params.router"):
         short_alter_run(tiny_runs, small_world, ["train.max_steps=1", "params.router=global"])
+
+
+def test_joint_batch_gives_each_part_the_logits_of_its_own_forward(tiny_runs, small_world):
+    model, tokenizer = fresh_target(tiny_runs)
+    data = TofuData(str(small_world))
+    forget = collate([encode_qa(tokenizer, r["question"], r["answer"]) for r in data.load("forget10")[:3]],
+                     tokenizer.pad_token_id)
+    retain = collate([encode_qa(tokenizer, r["question"], r["answer"] * 2) for r in data.load("retain90")[:2]],
+                     tokenizer.pad_token_id)
+    assert forget["input_ids"].shape[1] != retain["input_ids"].shape[1]
+    joint = joined_batch([forget, retain])
+    with torch.no_grad():
+        logits = model(input_ids=joint["input_ids"], attention_mask=joint["attention_mask"]).logits
+        for part, rows in zip((forget, retain), row_spans([forget, retain])):
+            alone = model(input_ids=part["input_ids"], attention_mask=part["attention_mask"]).logits
+            valid = part["attention_mask"].bool()
+            assert torch.allclose(logits[rows, : alone.shape[1]][valid], alone[valid], atol=1e-5)
+    assert torch.equal(joint["labels"][row_spans([forget, retain])[0], : forget["labels"].shape[1]], forget["labels"])
+    assert (joint["attention_mask"].sum(1) == torch.cat([forget["attention_mask"].sum(1),
+                                                         retain["attention_mask"].sum(1)])).all()
+
+
+def test_alter_refuses_sharded_engines():
+    recipe = build_recipe("alter", None, [])
+    for engine in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        with pytest.raises(UserError, match="FSDP and DeepSpeed"):
+            get_method("alter").runner(None, None, [], [], None, recipe, SimpleNamespace(distributed_type=engine),
+                                       None, False, "fp32")

@@ -11,8 +11,11 @@ two per-rank token means instead of one mean over all tokens). Adam turns a smal
 step on the few weights whose gradient is near zero, so the weights are compared by how far they moved: after two
 steps the two-process weights differ from the one-process weights by under 15% of the one-process update (L1; 5%
 measured). Without gradient synchronisation the difference is about half of the update. Unlearning also samples its
-retain rows per rank, so the forget answer probability agrees to 0.05. Evaluation shards items over the ranks and
-gathers them: every per-item value agrees to 1e-4 (fp32).
+retain rows per rank, so it is compared by outcome: the forget answer probability must move by more than 0.05 from
+the target's, and the two-process value must lie within 25% of that move from the one-process value (measured: NPO
+0.19 -> 0.052 vs 0.053; ALTER 0.19 -> 0.090 vs 0.077, its retain head and hence every later layer's input depend on
+the retain rows). Evaluation shards items over the ranks and gathers them: every per-item value agrees to 1e-4
+(fp32).
 """
 
 import json
@@ -68,20 +71,15 @@ def test_two_process_finetuning_matches_one_process(finetuned, small_world):
     assert "manifest.json" in only_published_files(finetuned / "two")
 
 
-def test_alter_under_two_processes_is_refused_with_a_clear_line(tiny_runs, small_world, tmp_path):
-    result = subprocess.run([*LAUNCH, "unlearn", "--model", str(tiny_runs / "target"), "--data", str(small_world),
-                             "--method", "alter", "--out", str(tmp_path / "two"), "--set", "train.max_steps=1"],
-                            capture_output=True, text=True, timeout=900)
-    assert result.returncode != 0 and "alter: error: --method alter runs in one process" in result.stderr
-    assert not (tmp_path / "two" / "manifest.json").exists()
+# Per method: the steps and learning rates that move the tiny target's forget probability clearly.
+UNLEARN_SETTINGS = {"npo": ["train.max_steps=5", "train.learning_rate=3e-4"], "alter": ["train.max_steps=10", "params.lr_b=0.01"]}
 
 
-@pytest.mark.parametrize("method", ["npo"])
+@pytest.mark.parametrize("method", ["npo", "alter"])
 def test_two_process_unlearning_agrees_with_one_process(method, tiny_runs, small_world, tmp_path):
+    settings = UNLEARN_SETTINGS[method] + ["train.precision=fp32", "train.warmup_ratio=0"]
     common = ["unlearn", "--model", tiny_runs / "target", "--data", small_world, "--method", method,
-              "--set", "train.max_steps=3", "--set", "train.precision=fp32", "--set", "train.warmup_ratio=0"]
-    if method == "alter":
-        common += ["--set", "params.lr_b=0.01"]
+              *[arg for setting in settings for arg in ("--set", setting)]]
     batch = 4 if method == "alter" else 8
     run(SINGLE, *common, "--set", f"train.batch_size={batch}", "--out", tmp_path / "one")
     run(LAUNCH, *common, "--set", f"train.batch_size={batch // 2}", "--out", tmp_path / "two")
@@ -89,13 +87,16 @@ def test_two_process_unlearning_agrees_with_one_process(method, tiny_runs, small
     assert manifest["processes"] == 2
     only_published_files(tmp_path / "two")
     probs = {}
-    for name in ("one", "two"):
-        model = ["--model", tiny_runs / "target", "--adapter", tmp_path / name] if method == "alter" \
-            else ["--model", tmp_path / name]
+    for name in ("target", "one", "two"):
+        model = ["--model", tiny_runs / "target"]
+        if name != "target":
+            model = [*model, "--adapter", tmp_path / name] if method == "alter" else ["--model", tmp_path / name]
         run(SINGLE, "eval", "tofu", *model, "--data", small_world, "--out", tmp_path / f"eval-{name}",
             "--limit", "8", "--max-new-tokens", "4", "--precision", "fp32")
         probs[name] = json.loads((tmp_path / f"eval-{name}" / "TOFU_SUMMARY.json").read_text())["forget_Q_A_Prob"]
-    assert probs["one"] == pytest.approx(probs["two"], abs=0.05)
+    moved = probs["target"] - probs["one"]
+    assert moved > 0.05
+    assert abs(probs["two"] - probs["one"]) < 0.25 * moved
 
 
 def test_two_process_evaluation_gathers_every_item(finetuned, small_world):

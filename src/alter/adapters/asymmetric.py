@@ -13,9 +13,9 @@ by sub-domain) and which parameters may learn from the token. Isolation is by ma
 - A learns only from high-entropy tokens (its output is detached elsewhere);
 - forget head d learns only from tokens routed to d (low-entropy tokens of sub-domain d);
 - the retain head learns only from tokens marked retain;
-- the router learns to predict the training routes (a cross-entropy kept in `Routing.router_loss`) and, with
-  `soft_route`, from the retain loss itself: the frozen forget heads are applied with the router's softmax on
-  tokens not routed by hand, so any leak of a forget head into retain text costs retain loss.
+- the router learns to predict the training routes (a cross-entropy kept in `Routing.router_loss`) and, on the
+  tokens marked `soft_route`, from the retain loss itself: the frozen forget heads are applied with the router's
+  softmax there, so any leak of a forget head into retain text costs retain loss.
 B heads start at zero, so a fresh adapter leaves the model exactly equal to the base model.
 """
 
@@ -71,7 +71,7 @@ class Routing:
     router_target: torch.Tensor | None = None
     router_loss: torch.Tensor | float = 0.0
     weights: torch.Tensor | None = None  # inference with the shared router: gate weights [batch, seq, N + 1]
-    soft_route: bool = False  # apply the (frozen) forget heads with the router's softmax, so losses teach the router
+    soft_route: torch.Tensor | None = None  # tokens that see the frozen forget heads through the router's softmax
 
     @property
     def training(self) -> bool:
@@ -118,13 +118,14 @@ class AsymmetricLinear(nn.Module):
         frozen = F.linear(h, retain_B.detach())
         delta = torch.where(routing.retain_grad[..., None], learn, frozen)
         logits = F.linear(x.detach(), self.router.to(x.dtype)).float()
-        soft = torch.softmax(logits, dim=-1) if routing.soft_route else None
+        soft_route = routing.soft_route
+        soft = torch.softmax(logits, dim=-1) if soft_route is not None and soft_route.any() else None
         for head in range(self.config.forget_heads):
             on = (routing.forget_head == head + 1)
             if on.any():
                 delta = delta + on[..., None].to(h.dtype) * F.linear(h, self.forget_B[head].to(h.dtype))
             if soft is not None:
-                leak = soft[..., head + 1] * (routing.forget_head == 0)
+                leak = soft[..., head + 1] * (soft_route & (routing.forget_head == 0))
                 delta = delta + leak[..., None].to(h.dtype) * F.linear(h, self.forget_B[head].detach().to(h.dtype))
         target = routing.router_target
         if target is not None and (target != -100).any():

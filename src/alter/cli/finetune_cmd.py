@@ -35,6 +35,8 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> None:
+    from accelerate import PartialState
+
     from alter.training.finetune import default_recipe, finetune
 
     recipe = default_recipe(args.model, args.lora)
@@ -47,6 +49,8 @@ def run(args) -> None:
         recipe = replace(recipe, general_knowledge=args.general_knowledge)
     manifest = finetune(args.model, args.data, args.split, args.out, recipe, resume=args.resume,
                         overwrite=args.overwrite, trust_remote_code=args.trust_remote_code)
+    if not PartialState().is_main_process:  # every rank returns the manifest; one reports it
+        return
     print(f"saved {args.out}: {manifest['steps']} steps, final loss {manifest['loss_curve'][-1]['loss']:.4f}, "
           f"{manifest['wall_seconds']:.1f} s, {manifest['tokens_per_second']:.0f} tokens/s, "
           f"peak memory {manifest['peak_memory_mb']:.0f} MB")

@@ -31,6 +31,8 @@ def add_parser(commands) -> None:
 
 
 def run(args) -> None:
+    from accelerate import PartialState
+
     from alter.training.recipe import build_recipe
     from alter.training.unlearn import unlearn
 
@@ -47,6 +49,8 @@ def run(args) -> None:
     retain = args.retain_split or default_retain_split(args.forget_split)
     manifest = unlearn(args.model, args.data, args.forget_split, retain, recipe, args.out, resume=args.resume,
                        overwrite=args.overwrite, trust_remote_code=args.trust_remote_code)
+    if not PartialState().is_main_process:  # every rank returns the manifest; one reports it
+        return
     print(f"saved {args.out} ({manifest['output']}): {manifest['method']}, {manifest['steps']} steps, "
           f"{manifest['parameters']['trainable']:,} trainable parameters, {manifest['wall_seconds']:.1f} s, "
           f"peak memory {manifest['peak_memory_mb']:.0f} MB")

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 import torch.nn.functional as F
+from accelerate.utils import DistributedType
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
@@ -192,15 +193,15 @@ class ALTERObjective:
         return logits
 
     def phase1(self, model, batch: dict):
-        losses = []
-        for kind in ("forget", "retain"):
-            sub = batch[kind]
-            high = self.high(kind, batch[f"{kind}_index"], sub)
-            routing = Routing(high=high, forget_head=torch.zeros_like(sub["input_ids"]), a_grad=self.a_mask(high, sub),
-                              retain_grad=self.a_mask(high, sub))
-            logits = self._forward(model, sub, routing)
-            mask = predicts_answer(sub["labels"]) & self.a_mask(high, sub)
-            losses.append(_masked_nll(logits, next_labels(sub["labels"]), mask))
+        parts = [batch["forget"], batch["retain"]]
+        high = [self.high(kind, batch[f"{kind}_index"], sub) for kind, sub in zip(("forget", "retain"), parts)]
+        a_grad = joined([self.a_mask(h, sub) for h, sub in zip(high, parts)], False)
+        joint = joined_batch(parts)
+        routing = Routing(high=joined(high, False), forget_head=torch.zeros_like(joint["input_ids"]), a_grad=a_grad,
+                          retain_grad=a_grad)
+        logits = self._forward(model, joint, routing)
+        mask = predicts_answer(joint["labels"]) & a_grad
+        losses = [_masked_nll(logits[rows], next_labels(joint["labels"][rows]), mask[rows]) for rows in row_spans(parts)]
         loss = sum(losses) / len(losses)
         return loss, {"phase1_nll": loss.item()}
 
@@ -211,31 +212,56 @@ class ALTERObjective:
         low_answer = answer & ~high
         head = (self.domains.to(high.device)[batch["forget_index"]] + 1)[:, None].expand_as(high)
         valid = forget["attention_mask"].bool()
-        layer_router = self.params.router == "layer"
-        routing = Routing(high=high, forget_head=torch.where(low_answer, head, 0), a_grad=self.a_mask(high, forget),
-                          retain_grad=torch.zeros_like(high),
-                          router_target=torch.where(low_answer, head, torch.where(valid, 0, IGNORE_INDEX))
-                          if layer_router else None)
-        logits = self._forward(model, forget, routing)
-        forget_loss = inverse_hinge(logits, next_labels(forget["labels"]), low_answer)
-        frozen = self.runtime.frozen_logits(forget["input_ids"], forget["attention_mask"]).float()
-        regulariser = _masked_kl(frozen, logits, answer & high)
-        router_loss = routing.router_loss
-
         retain_high = self.high("retain", batch["retain_index"], retain)
         retain_valid = retain["attention_mask"].bool()
-        routing = Routing(high=retain_high, forget_head=torch.zeros_like(retain["input_ids"]),
-                          a_grad=self.a_mask(retain_high, retain), retain_grad=retain_valid,
-                          router_target=torch.where(retain_valid, 0, IGNORE_INDEX) if layer_router else None,
-                          soft_route=self.params.router_from_retain_loss and layer_router)
-        retain_logits = self._forward(model, retain, routing)
+        layer_router = self.params.router == "layer"
+        soft_route = self.params.router_from_retain_loss and layer_router
+        routing = Routing(
+            high=joined([high, retain_high], False),
+            forget_head=joined([torch.where(low_answer, head, 0), torch.zeros_like(retain["input_ids"])], 0),
+            a_grad=joined([self.a_mask(high, forget), self.a_mask(retain_high, retain)], False),
+            retain_grad=joined([torch.zeros_like(high), retain_valid], False),
+            router_target=joined([torch.where(low_answer, head, torch.where(valid, 0, IGNORE_INDEX)),
+                                  torch.where(retain_valid, 0, IGNORE_INDEX)], IGNORE_INDEX) if layer_router else None,
+            soft_route=joined([torch.zeros_like(high), retain_valid & soft_route], False))
+        logits = self._forward(model, joined_batch([forget, retain]), routing)
+        forget_rows, retain_rows = row_spans([forget, retain])
+        forget_logits = logits[forget_rows, : forget["input_ids"].shape[1]]
+        retain_logits = logits[retain_rows, : retain["input_ids"].shape[1]]
+        forget_loss = inverse_hinge(forget_logits, next_labels(forget["labels"]), low_answer)
+        frozen = self.runtime.frozen_logits(forget["input_ids"], forget["attention_mask"]).float()
+        regulariser = _masked_kl(frozen, forget_logits, answer & high)
         retain_loss = _masked_nll(retain_logits, next_labels(retain["labels"]), predicts_answer(retain["labels"]))
-        router_loss = (router_loss + routing.router_loss) / self.layers
+        router_loss = routing.router_loss / self.layers
         p = self.params
         loss = (p.forget_weight * forget_loss + p.retain_weight * retain_loss + p.regulariser_weight * regulariser
                 + p.router_weight * router_loss)
         return loss, {"forget_loss": forget_loss.item(), "retain_loss": retain_loss.item(),
                       "regulariser": regulariser.item(), "router_loss": float(torch.as_tensor(router_loss).detach())}
+
+
+def joined(parts: list[torch.Tensor], fill) -> torch.Tensor:
+    """[batch, seq] tensors stacked along the batch, right-padded with `fill` to the widest."""
+    width = max(part.shape[1] for part in parts)
+    return torch.cat([torch.cat([part, part.new_full((part.shape[0], width - part.shape[1]), fill)], dim=1)
+                      for part in parts])
+
+
+def joined_batch(batches: list[dict]) -> dict:
+    """Forget and retain rows in one batch, so a step is one forward and one backward (what DDP requires)."""
+    return {"input_ids": joined([b["input_ids"] for b in batches], 0),
+            "attention_mask": joined([b["attention_mask"] for b in batches], 0),
+            "labels": joined([b["labels"] for b in batches], IGNORE_INDEX)}
+
+
+def row_spans(batches: list[dict]) -> list[slice]:
+    """The rows of each batch inside `joined_batch(batches)`."""
+    spans, start = [], 0
+    for batch in batches:
+        rows = batch["input_ids"].shape[0]
+        spans.append(slice(start, start + rows))
+        start += rows
+    return spans
 
 
 def inverse_hinge(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -288,9 +314,9 @@ def _histogram(values: np.ndarray, bins: int = 60) -> dict:
 def run(model, tokenizer, forget_items, retain_items, source, recipe, accelerator, out_dir, resume, precision):
     """Train an ALTER adapter on `model` in place; return (runtime, train result, facts for the manifest)."""
     params: ALTERParams = recipe.params
-    if accelerator.num_processes > 1:
-        raise UserError("--method alter runs in one process for now: a Phase II step makes two forward passes (forget "
-                        "and retain) before one backward, which DDP does not allow; run it without a launcher")
+    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise UserError("--method alter runs in one process or under DDP: its frozen passes read the whole model, "
+                        "which FSDP and DeepSpeed shard")
     if params.router not in ("layer", "shared"):
         raise UserError(f"params.router: expected 'layer' or 'shared', got {params.router!r}")
     forget_entropy, pooled = frozen_statistics(model, forget_items, tokenizer.pad_token_id, params, precision, True)
