@@ -61,9 +61,9 @@ def test_output_layer_only_on_answer_positions_changes_nothing(smollm2, monkeypa
     model, tokenizer = smollm2
     items = [encode_qa(tokenizer, "What is the capital of France?", "Paris is the capital."),
              encode_qa(tokenizer, "Who wrote the play Hamlet?", "William Shakespeare wrote it around 1600.")]
-    assert scoring._accepts_logits_to_keep(model)
+    assert scoring.accepts_logits_to_keep(model)
     fast = scoring.score_answers(model, items, tokenizer.pad_token_id)
-    monkeypatch.setattr(scoring, "_accepts_logits_to_keep", lambda _: False)
+    monkeypatch.setattr(scoring, "accepts_logits_to_keep", lambda _: False)
     full = scoring.score_answers(model, items, tokenizer.pad_token_id)
     for a, b in zip(fast, full):
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)

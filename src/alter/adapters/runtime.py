@@ -80,6 +80,13 @@ class AlterRuntime:
         votes = torch.stack(self.slot.recorded).mean(0)  # [batch, seq, N + 1], averaged over layers
         return votes.argmax(-1), self._recorded_high
 
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        """Generation dropped finished sequences from its batch: keep the decoding state of the remaining `rows`."""
+        if self._last_high is not None:
+            self._last_high = self._last_high[rows]
+        if self._last_gate is not None:
+            self._last_gate = self._last_gate[rows]
+
     def _before(self, module, args, kwargs):
         if self._frozen_pass or not self.slot.enabled:
             return None

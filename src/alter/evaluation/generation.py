@@ -1,10 +1,18 @@
-"""Batched greedy generation: left padding, KV cache, each sequence stops at its own EOS."""
+"""Batched greedy generation: left padding, KV cache, and each sequence leaves the batch at its own EOS.
+
+`model.generate` keeps finished sequences in the batch until the longest one ends, so one rambling answer makes
+every row of its batch decode up to the cap. This loop drops a row from the batch (and from the KV cache) as soon
+as it emits EOS; the tokens it produces are the same as `generate`'s greedy search without logits processors
+(tested against it).
+"""
 
 from __future__ import annotations
 
 import torch
+from transformers import DynamicCache
 
 from alter.data.batching import length_sorted_batches
+from alter.evaluation.scoring import accepts_logits_to_keep
 from alter.models.precision import autocast
 
 
@@ -12,27 +20,57 @@ from alter.models.precision import autocast
 def greedy_generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int = 200, batch_size: int = 16,
                     precision: str = "fp32", progress=None) -> list[str]:
     device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id
     eos = model.generation_config.eos_token_id
     if eos is None:
         eos = tokenizer.eos_token_id
+    eos_ids = torch.tensor(eos if isinstance(eos, list) else [eos], device=device)
     outputs: list[str | None] = [None] * len(prompts)
     for indices in length_sorted_batches([len(p) for p in prompts], batch_size):
-        width = max(len(prompts[i]) for i in indices)
-        input_ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
-        attention_mask = torch.zeros_like(input_ids)
-        for row, index in enumerate(indices):
-            n = len(prompts[index])
-            input_ids[row, width - n :] = torch.tensor(prompts[index])
-            attention_mask[row, width - n :] = 1
+        input_ids, attention_mask = _left_padded([prompts[i] for i in indices], tokenizer.pad_token_id)
         with autocast(precision, device):
-            generated = model.generate(
-                input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_id,
-                eos_token_id=eos, use_cache=True,
-            )
-        for row, index in enumerate(indices):
-            outputs[index] = tokenizer.decode(generated[row, width:], skip_special_tokens=True).strip()
+            tokens = decode_batch(model, input_ids.to(device), attention_mask.to(device), eos_ids, max_new_tokens)
+        for index, row in zip(indices, tokens):
+            outputs[index] = tokenizer.decode(row, skip_special_tokens=True).strip()
         if progress is not None:
             progress.update(len(indices))
     return outputs  # type: ignore[return-value]
+
+
+def _left_padded(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    for row, prompt in enumerate(prompts):
+        input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
+        attention_mask[row, width - len(prompt) :] = 1
+    return input_ids, attention_mask
+
+
+def decode_batch(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, eos_ids: torch.Tensor,
+                 max_new_tokens: int) -> list[list[int]]:
+    """Greedy continuation of each left-padded row, EOS included, at most `max_new_tokens` tokens."""
+    runtime = getattr(model, "alter_runtime", None)
+    generated: list[list[int]] = [[] for _ in range(len(input_ids))]
+    live = torch.arange(len(input_ids))  # the original row of each row still decoding
+    cache = DynamicCache(config=model.config)
+    positions = (attention_mask.cumsum(-1) - 1).clamp_min(0)
+    step_input = {"input_ids": input_ids, "position_ids": positions}
+    last_only = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
+    for step in range(max_new_tokens):
+        logits = model(**step_input, attention_mask=attention_mask, cache=cache, use_cache=True, **last_only).logits
+        next_tokens = logits[:, -1].argmax(-1)
+        for row, token in zip(live.tolist(), next_tokens.tolist()):
+            generated[row].append(token)
+        going = ~torch.isin(next_tokens, eos_ids)
+        if step == max_new_tokens - 1 or not going.any():
+            break
+        if not going.all():
+            keep = going.nonzero().squeeze(-1)
+            cache.batch_select_indices(keep)
+            if runtime is not None:
+                runtime.keep_rows(keep)
+            live, next_tokens, attention_mask, positions = live[keep.cpu()], next_tokens[keep], attention_mask[keep], positions[keep]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(attention_mask), 1)], dim=1)
+        positions = positions[:, -1:] + 1
+        step_input = {"input_ids": next_tokens[:, None], "position_ids": positions}
+    return generated

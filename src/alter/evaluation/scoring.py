@@ -51,7 +51,7 @@ def score_answers(model, items: list[EncodedQA], pad_id: int, batch_size: int = 
         keep = torch.arange(first, batch["input_ids"].shape[1] - 1, device=device)
         with autocast(precision, device), (runtime.recording() if runtime else contextlib.nullcontext()):
             logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                           **({"logits_to_keep": keep} if _accepts_logits_to_keep(model) else {})).logits
+                           **({"logits_to_keep": keep} if accepts_logits_to_keep(model) else {})).logits
             route, route_high = runtime.routes() if runtime else (None, None)
         if logits.shape[1] != len(keep):
             logits = logits[:, keep]
@@ -69,7 +69,7 @@ def score_answers(model, items: list[EncodedQA], pad_id: int, batch_size: int = 
     return results  # type: ignore[return-value]
 
 
-def _accepts_logits_to_keep(model) -> bool:
+def accepts_logits_to_keep(model) -> bool:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return "logits_to_keep" in inspect.signature(base.forward).parameters
 
