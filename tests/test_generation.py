@@ -7,13 +7,14 @@ from alter.adapters.asymmetric import AsymmetricConfig, adapter_layers
 from alter.adapters.runtime import EntropySettings, attach, shared_router_from
 from alter.data.formatting import encode_prompt
 from alter.data.tofu import TofuData
-from alter.evaluation.generation import _left_padded, greedy_generate
+from alter.data.batching import pad_sequences
+from alter.evaluation.generation import greedy_generate
 from alter.models import load_model
 
 
 def reference_generate(model, tokenizer, prompts, max_new_tokens):
     """transformers' greedy search, one left-padded batch: finished rows stay in the batch (padded after EOS)."""
-    input_ids, attention_mask = _left_padded(prompts, tokenizer.pad_token_id)
+    input_ids, attention_mask = pad_sequences(prompts, tokenizer.pad_token_id, "left")
     with torch.no_grad():
         out = model.generate(input_ids=input_ids, attention_mask=attention_mask, max_new_tokens=max_new_tokens,
                              do_sample=False, num_beams=1, pad_token_id=tokenizer.pad_token_id)

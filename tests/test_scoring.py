@@ -53,18 +53,49 @@ def test_scores_equal_the_known_distribution_with_padding_and_batching():
         assert score.nll == pytest.approx(-logprobs.mean(), rel=1e-5)
 
 
-@pytest.mark.slow
-def test_output_layer_only_on_answer_positions_changes_nothing(smollm2, monkeypatch):
+def assert_same_scores(left, right, atol):
+    assert len(left) == len(right)
+    for a, b in zip(left, right):
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=atol)
+        np.testing.assert_allclose(a.expected_logprob, b.expected_logprob, atol=atol)
+        np.testing.assert_array_equal(a.targets, b.targets)
+
+
+def shared_prompt_items(tokenizer):
+    """Several answers per question, of different lengths, in mixed order, as the TOFU suite scores them."""
     from alter.data.formatting import encode_qa
+
+    pairs = [("What is the capital of France?", "Paris is the capital."),
+             ("Who wrote the play Hamlet?", "William Shakespeare wrote it around 1600."),
+             ("What is the capital of France?", "Lyon."),
+             ("Who wrote the play Hamlet?", "Christopher Marlowe, some say, though few scholars agree with that."),
+             ("What is the capital of France?", "It is Marseille, on the southern coast of the country."),
+             ("Name a prime number.", "Seven.")]
+    return [encode_qa(tokenizer, q, a) for q, a in pairs]
+
+
+def test_shared_prompt_scores_equal_whole_sequence_scores(tiny_runs):
+    from alter.evaluation import scoring
+    from alter.models import load_model
+
+    model, tokenizer = load_model(str(tiny_runs / "target"))
+    items = shared_prompt_items(tokenizer)
+    shared = scoring._score_sharing_prompts(model, items, tokenizer.pad_token_id, 2, "fp32", None)
+    whole = scoring._score_whole_sequences(model, items, tokenizer.pad_token_id, 2, "fp32", None)
+    assert_same_scores(shared, whole, atol=1e-5)
+    assert scoring.score_answers(model, items, tokenizer.pad_token_id)[3].logprobs.tolist() == shared[3].logprobs.tolist()
+
+
+@pytest.mark.slow
+def test_shared_prompts_and_answer_only_output_layer_change_nothing(smollm2, monkeypatch):
     from alter.evaluation import scoring
 
     model, tokenizer = smollm2
-    items = [encode_qa(tokenizer, "What is the capital of France?", "Paris is the capital."),
-             encode_qa(tokenizer, "Who wrote the play Hamlet?", "William Shakespeare wrote it around 1600.")]
+    items = shared_prompt_items(tokenizer)
     assert scoring.accepts_logits_to_keep(model)
-    fast = scoring.score_answers(model, items, tokenizer.pad_token_id)
+    shared = scoring._score_sharing_prompts(model, items, tokenizer.pad_token_id, 4, "fp32", None)
+    whole = scoring._score_whole_sequences(model, items, tokenizer.pad_token_id, 4, "fp32", None)
     monkeypatch.setattr(scoring, "accepts_logits_to_keep", lambda _: False)
-    full = scoring.score_answers(model, items, tokenizer.pad_token_id)
-    for a, b in zip(fast, full):
-        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-5)
-        np.testing.assert_array_equal(a.argmax_match, b.argmax_match)
+    every_position = scoring._score_whole_sequences(model, items, tokenizer.pad_token_id, 4, "fp32", None)
+    assert_same_scores(shared, whole, atol=1e-4)
+    assert_same_scores(whole, every_position, atol=1e-5)

@@ -11,18 +11,22 @@ from alter.data.formatting import IGNORE_INDEX, EncodedQA
 from alter.errors import UserError
 
 
+def pad_sequences(sequences: list[list[int]], pad_value: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
+    """The sequences padded to the longest on `side`, and the attention mask of their real tokens."""
+    width = max(len(sequence) for sequence in sequences)
+    padded = torch.full((len(sequences), width), pad_value, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        span = slice(0, len(sequence)) if side == "right" else slice(width - len(sequence), width)
+        padded[row, span] = torch.tensor(sequence, dtype=torch.long)
+        mask[row, span] = 1
+    return padded, mask
+
+
 def collate(items: list[EncodedQA], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
     """input_ids, attention_mask and answer-only labels, padded to the longest item on `side`."""
-    width = max(len(item.input_ids) for item in items)
-    input_ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(items), width), IGNORE_INDEX, dtype=torch.long)
-    attention_mask = torch.zeros((len(items), width), dtype=torch.long)
-    for row, item in enumerate(items):
-        n = len(item.input_ids)
-        span = slice(0, n) if side == "right" else slice(width - n, width)
-        input_ids[row, span] = torch.tensor(item.input_ids)
-        labels[row, span] = torch.tensor(item.labels)
-        attention_mask[row, span] = 1
+    input_ids, attention_mask = pad_sequences([item.input_ids for item in items], pad_id, side)
+    labels, _ = pad_sequences([item.labels for item in items], IGNORE_INDEX, side)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from transformers import DynamicCache
 
-from alter.data.batching import length_sorted_batches
-from alter.evaluation.scoring import accepts_logits_to_keep
+from alter.data.batching import length_sorted_batches, pad_sequences
+from alter.evaluation.scoring import last_logit_only
 from alter.models.precision import autocast
 
 
@@ -26,7 +26,7 @@ def greedy_generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: 
     eos_ids = torch.tensor(eos if isinstance(eos, list) else [eos], device=device)
     outputs: list[str | None] = [None] * len(prompts)
     for indices in length_sorted_batches([len(p) for p in prompts], batch_size):
-        input_ids, attention_mask = _left_padded([prompts[i] for i in indices], tokenizer.pad_token_id)
+        input_ids, attention_mask = pad_sequences([prompts[i] for i in indices], tokenizer.pad_token_id, "left")
         with autocast(precision, device):
             tokens = decode_batch(model, input_ids.to(device), attention_mask.to(device), eos_ids, max_new_tokens)
         for index, row in zip(indices, tokens):
@@ -34,16 +34,6 @@ def greedy_generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: 
         if progress is not None:
             progress.update(len(indices))
     return outputs  # type: ignore[return-value]
-
-
-def _left_padded(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p) for p in prompts)
-    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros_like(input_ids)
-    for row, prompt in enumerate(prompts):
-        input_ids[row, width - len(prompt) :] = torch.tensor(prompt)
-        attention_mask[row, width - len(prompt) :] = 1
-    return input_ids, attention_mask
 
 
 def decode_batch(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, eos_ids: torch.Tensor,
@@ -55,7 +45,7 @@ def decode_batch(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, e
     cache = DynamicCache(config=model.config)
     positions = (attention_mask.cumsum(-1) - 1).clamp_min(0)
     step_input = {"input_ids": input_ids, "position_ids": positions}
-    last_only = {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
+    last_only = last_logit_only(model)
     for step in range(max_new_tokens):
         logits = model(**step_input, attention_mask=attention_mask, cache=cache, use_cache=True, **last_only).logits
         next_tokens = logits[:, -1].argmax(-1)

@@ -9,13 +9,15 @@ strength, exact memorisation and the MIA attacks all reuse one pass.
 from __future__ import annotations
 
 import contextlib
+import copy
 import inspect
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from transformers import DynamicCache
 
-from alter.data.batching import collate, length_sorted_batches
+from alter.data.batching import collate, length_sorted_batches, pad_sequences
 from alter.data.formatting import IGNORE_INDEX, EncodedQA
 from alter.entropy import tsallis_entropy
 from alter.models.precision import autocast
@@ -38,9 +40,55 @@ class AnswerScores:
         return float(-self.logprobs.mean())
 
 
-@torch.no_grad()
 def score_answers(model, items: list[EncodedQA], pad_id: int, batch_size: int = 16, precision: str = "fp32",
                   progress=None) -> list[AnswerScores]:
+    """Scores of every item. Items that share a prompt (TOFU's answer, paraphrase and perturbed answers of one
+    question) share one pass over it: its KV cache serves all of them. An ALTER model scores whole sequences, because
+    its router reads the frozen model's view of the whole sequence."""
+    if getattr(model, "alter_runtime", None) is None and _forward_accepts(model, "cache"):
+        return _score_sharing_prompts(model, items, pad_id, batch_size, precision, progress)
+    return _score_whole_sequences(model, items, pad_id, batch_size, precision, progress)
+
+
+@torch.no_grad()
+def _score_sharing_prompts(model, items, pad_id, batch_size, precision, progress) -> list[AnswerScores]:
+    device = next(model.parameters()).device
+    sharing: dict[tuple, list[int]] = {}
+    for index, item in enumerate(items):
+        sharing.setdefault(tuple(item.input_ids[: item.prompt_length]), []).append(index)
+    prompts = list(sharing)
+    results: list[AnswerScores | None] = [None] * len(items)
+    for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
+        prompt_ids, prompt_mask = pad_sequences([list(prompts[p]) for p in batch], pad_id, "left")
+        prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+        positions = (prompt_mask.cumsum(-1) - 1).clamp_min(0)
+        cache = DynamicCache(config=model.config)
+        with autocast(precision, device):
+            first = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, cache=cache,
+                          use_cache=True, **last_logit_only(model)).logits[:, -1]  # predicts each first answer token
+        members = [(row, index) for row, p in enumerate(batch) for index in sharing[prompts[p]]]
+        members.sort(key=lambda member: -len(items[member[1]].input_ids))
+        for start in range(0, len(members), batch_size):
+            chunk = members[start : start + batch_size]
+            rows = torch.tensor([row for row, _ in chunk], device=device)
+            answers = [items[index].input_ids[items[index].prompt_length :] for _, index in chunk]
+            answer_ids, answer_mask = (t.to(device) for t in pad_sequences(answers, pad_id))
+            chunk_cache = copy.deepcopy(cache)
+            chunk_cache.batch_select_indices(rows)
+            with autocast(precision, device):
+                logits = model(input_ids=answer_ids, attention_mask=torch.cat([prompt_mask[rows], answer_mask], 1),
+                               position_ids=positions[rows, -1:] + 1 + torch.arange(answer_ids.shape[1], device=device),
+                               cache=chunk_cache, use_cache=True).logits
+            for k, (row, index) in enumerate(chunk):
+                predicting = torch.cat([first[row][None], logits[k, : len(answers[k]) - 1]])
+                results[index] = _answer_scores(torch.log_softmax(predicting.float(), -1), answer_ids[k, : len(answers[k])])
+        if progress is not None:
+            progress.update(len(members))
+    return results  # type: ignore[return-value]
+
+
+@torch.no_grad()
+def _score_whole_sequences(model, items, pad_id, batch_size, precision, progress) -> list[AnswerScores]:
     device = next(model.parameters()).device
     runtime = getattr(model, "alter_runtime", None)
     results: list[AnswerScores | None] = [None] * len(items)
@@ -69,9 +117,17 @@ def score_answers(model, items: list[EncodedQA], pad_id: int, batch_size: int = 
     return results  # type: ignore[return-value]
 
 
+def last_logit_only(model) -> dict:
+    return {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
+
+
 def accepts_logits_to_keep(model) -> bool:
+    return _forward_accepts(model, "logits_to_keep")
+
+
+def _forward_accepts(model, argument: str) -> bool:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "logits_to_keep" in inspect.signature(base.forward).parameters
+    return argument in inspect.signature(base.forward).parameters
 
 
 def _answer_scores(logp: torch.Tensor, targets: torch.Tensor) -> AnswerScores:

@@ -95,14 +95,13 @@ class TofuEvaluation:
     def evaluate_dataset(self, spec: DatasetSpec) -> dict:
         indices, rows = self._shard(self._rows(spec.split))
         questions = [row["question"] for row in rows]
-        answer = self._score(list(zip(questions, [r["answer"] for r in rows])), f"{spec.prefix}: answers")
-        if spec.truth_correct_field == "answer":
-            correct = answer
-        else:
-            pairs = list(zip(questions, [r[spec.truth_correct_field] for r in rows]))
-            correct = self._score(pairs, f"{spec.prefix}: paraphrased")
-        wrong_pairs = [(q, w) for q, row in zip(questions, rows) for w in row["perturbed_answer"]]
-        wrong_flat = self._score(wrong_pairs, f"{spec.prefix}: perturbed")
+        # One scoring call for every answer of a question, so they share its prompt pass.
+        fields = ["answer"] + ([] if spec.truth_correct_field == "answer" else [spec.truth_correct_field])
+        pairs = [(q, row[field]) for field in fields for q, row in zip(questions, rows)]
+        pairs += [(q, w) for q, row in zip(questions, rows) for w in row["perturbed_answer"]]
+        scores = self._score(pairs, f"{spec.prefix}: score")
+        answer, correct = scores[: len(rows)], scores[(len(fields) - 1) * len(rows) : len(fields) * len(rows)]
+        wrong_flat = scores[len(fields) * len(rows) :]
         prompts = [encode_prompt(self.tokenizer, q) for q in questions]
         with tqdm(total=len(prompts), desc=f"{spec.prefix}: generate", leave=False) as bar:
             generations = greedy_generate(self.model, self.tokenizer, prompts, self.settings.max_new_tokens,
