@@ -21,7 +21,7 @@ import numpy as np
 
 from alter import __version__
 from alter.errors import UserError
-from alter.evaluation.tofu import load_retain_log, summarize, write_outputs
+from alter.evaluation.tofu import SUITE_VERSION, load_retain_log, summarize, write_outputs
 from alter.io import write_json, write_text
 from alter.methods import get_method
 from alter.training.recipe import build_recipe
@@ -124,7 +124,7 @@ def run_bench(plan: BenchPlan) -> dict:
                  ["finetune", "--model", plan.model, "--data", plan.data, "--split", split,
                   "--out", str(models[name]), "--resume", *plan.finetune_args])
     evaluate = ["eval", "tofu", "--data", plan.data, "--forget-split", plan.forget_split, *plan.eval_args]
-    eval_key = fingerprint("eval", data_key, plan.forget_split, plan.eval_args)
+    eval_key = fingerprint("eval", SUITE_VERSION, data_key, plan.forget_split, plan.eval_args)
     retain_key = fingerprint(keys["retain"], eval_key)
     retain_eval = models["retain"] / f"eval-{retain_key}"
     run_step(retain_eval, retain_key, "TOFU_SUMMARY.json",

@@ -25,6 +25,11 @@ from alter.metrics.rouge import rouge_l
 from alter.training.resources import library_versions, peak_memory_mb
 
 
+# Bump when a change moves any number the suite writes (bf16 noise included): benches key their cached evaluations
+# on it, so a table never mixes logs of two versions. 2: prompt-sharing scoring, early-leaving generation.
+SUITE_VERSION = 2
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     prefix: str  # key prefix in the summary
@@ -171,7 +176,7 @@ class TofuEvaluation:
         log = {spec.prefix: self.evaluate_dataset(spec) for spec in dataset_specs(self.forget_split)}
         if self.holdout:
             log["holdout"] = self.evaluate_holdout()
-        log["meta"] = {"forget_split": self.forget_split, "holdout_split": self.holdout,
+        log["meta"] = {"suite_version": SUITE_VERSION, "forget_split": self.forget_split, "holdout_split": self.holdout,
                        "precision": self.settings.precision, "max_new_tokens": self.settings.max_new_tokens,
                        "limit": self.settings.limit, "processes": self.world, "versions": library_versions(),
                        "wall_seconds": round(time.perf_counter() - started, 2),
