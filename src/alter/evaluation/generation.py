@@ -59,7 +59,8 @@ def decode_batch(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, e
             cache.batch_select_indices(keep)
             if runtime is not None:
                 runtime.keep_rows(keep)
-            live, next_tokens, attention_mask, positions = live[keep.cpu()], next_tokens[keep], attention_mask[keep], positions[keep]
+            live, next_tokens = live[keep.cpu()], next_tokens[keep]
+            attention_mask, positions = attention_mask[keep], positions[keep]
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(attention_mask), 1)], dim=1)
         positions = positions[:, -1:] + 1
         step_input = {"input_ids": next_tokens[:, None], "position_ids": positions}

@@ -52,39 +52,64 @@ def score_answers(model, items: list[EncodedQA], pad_id: int, batch_size: int = 
 
 @torch.no_grad()
 def _score_sharing_prompts(model, items, pad_id, batch_size, precision, progress) -> list[AnswerScores]:
-    device = next(model.parameters()).device
     sharing: dict[tuple, list[int]] = {}
     for index, item in enumerate(items):
         sharing.setdefault(tuple(item.input_ids[: item.prompt_length]), []).append(index)
     prompts = list(sharing)
     results: list[AnswerScores | None] = [None] * len(items)
     for batch in length_sorted_batches([len(p) for p in prompts], batch_size):
-        prompt_ids, prompt_mask = pad_sequences([list(prompts[p]) for p in batch], pad_id, "left")
-        prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
-        positions = (prompt_mask.cumsum(-1) - 1).clamp_min(0)
-        cache = DynamicCache(config=model.config)
-        with autocast(precision, device):
-            first = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, cache=cache,
-                          use_cache=True, **last_logit_only(model)).logits[:, -1]  # predicts each first answer token
+        prompt = PromptPass.run(model, [list(prompts[p]) for p in batch], pad_id, precision)
         members = [(row, index) for row, p in enumerate(batch) for index in sharing[prompts[p]]]
         members.sort(key=lambda member: -len(items[member[1]].input_ids))
         for start in range(0, len(members), batch_size):
             chunk = members[start : start + batch_size]
-            rows = torch.tensor([row for row, _ in chunk], device=device)
             answers = [items[index].input_ids[items[index].prompt_length :] for _, index in chunk]
-            answer_ids, answer_mask = (t.to(device) for t in pad_sequences(answers, pad_id))
-            chunk_cache = copy.deepcopy(cache)
-            chunk_cache.batch_select_indices(rows)
-            with autocast(precision, device):
-                logits = model(input_ids=answer_ids, attention_mask=torch.cat([prompt_mask[rows], answer_mask], 1),
-                               position_ids=positions[rows, -1:] + 1 + torch.arange(answer_ids.shape[1], device=device),
-                               cache=chunk_cache, use_cache=True).logits
-            for k, (row, index) in enumerate(chunk):
-                predicting = torch.cat([first[row][None], logits[k, : len(answers[k]) - 1]])
-                results[index] = _answer_scores(torch.log_softmax(predicting.float(), -1), answer_ids[k, : len(answers[k])])
+            scores = prompt.score_continuations(model, [row for row, _ in chunk], answers, pad_id, precision)
+            for (_, index), score in zip(chunk, scores):
+                results[index] = score
         if progress is not None:
             progress.update(len(members))
     return results  # type: ignore[return-value]
+
+
+@dataclass
+class PromptPass:
+    """One forward over a batch of left-padded prompts: its KV cache, and the logits that predict each first answer
+    token."""
+
+    cache: DynamicCache
+    mask: torch.Tensor
+    positions: torch.Tensor
+    last_logits: torch.Tensor
+
+    @classmethod
+    def run(cls, model, prompts: list[list[int]], pad_id: int, precision: str) -> PromptPass:
+        device = next(model.parameters()).device
+        ids, mask = (t.to(device) for t in pad_sequences(prompts, pad_id, "left"))
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        cache = DynamicCache(config=model.config)
+        with autocast(precision, device):
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                           **last_logit_only(model)).logits
+        return cls(cache, mask, positions, logits[:, -1])
+
+    def score_continuations(self, model, rows: list[int], answers: list[list[int]], pad_id: int,
+                            precision: str) -> list[AnswerScores]:
+        """Scores of `answers[k]` after prompt `rows[k]` (answer tokens only, EOS included)."""
+        device = self.mask.device
+        rows_index = torch.tensor(rows, device=device)
+        answer_ids, answer_mask = (t.to(device) for t in pad_sequences(answers, pad_id))
+        cache = copy.deepcopy(self.cache)  # the forward appends the answers; the prompt cache serves the next chunk
+        cache.batch_select_indices(rows_index)
+        positions = self.positions[rows_index, -1:] + 1 + torch.arange(answer_ids.shape[1], device=device)
+        with autocast(precision, device):
+            logits = model(input_ids=answer_ids, attention_mask=torch.cat([self.mask[rows_index], answer_mask], 1),
+                           position_ids=positions, cache=cache, use_cache=True).logits
+        scores = []
+        for k, (row, answer) in enumerate(zip(rows, answers)):
+            predicting = torch.cat([self.last_logits[row][None], logits[k, : len(answer) - 1]])
+            scores.append(_answer_scores(torch.log_softmax(predicting.float(), -1), answer_ids[k, : len(answer)]))
+        return scores
 
 
 @torch.no_grad()
