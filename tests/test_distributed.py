@@ -1,10 +1,11 @@
 """Two processes on the CPU: fine-tuning, unlearning (NPO and ALTER) and evaluation on the tiny model, compared with
 one process at the same global batch.
 
-The processes are started by torchrun (`--standalone`, a free port): `accelerate launch --cpu --num_processes 2`
-starts a single process in accelerate 1.15 unless MPI is set up, which the first version of this test caught (its
-"two-process" run reported processes = 1). alter's Accelerator sees torchrun's environment and trains with DDP over
-gloo, exactly as under `accelerate launch --multi_gpu` on GPUs.
+The processes are started the way the issue asks, by `accelerate launch`, with `--multi_gpu --num_processes 2`:
+that flag selects accelerate's torchrun-based launcher, and alter's Accelerator runs on the CPU when there is no CUDA
+device, so the two processes train with DDP over gloo exactly as they would over NCCL on GPUs. `accelerate launch
+--cpu --num_processes 2` starts a single process in accelerate 1.15 unless MPI is set up, which the first version of
+this test caught (its "two-process" run reported processes = 1). `--main_process_port 0` picks a free port.
 
 Tolerances: fine-tuning sees the same rows per step in both set-ups; only the loss weighting differs (DDP averages
 two per-rank token means instead of one mean over all tokens). Adam turns a small gradient difference into a full
@@ -28,7 +29,8 @@ from safetensors.torch import load_file
 
 from alter.training.finetune import load_or_build
 
-LAUNCH = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "alter.cli.main"]
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+          "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0", "-m", "alter.cli.main"]
 SINGLE = [sys.executable, "-m", "alter.cli.main"]
 
 
