@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -57,3 +58,25 @@ def tiny_runs(small_world, tmp_path_factory):
     for name, split in (("target", "full"), ("retain", "retain90")):
         finetune("tiny", str(small_world), split, str(root / name), recipe)
     return root
+
+
+@pytest.fixture(scope="session")
+def random_alter_adapter():
+    """Attaches an ALTER adapter with random heads and routers to a model (so routing changes its outputs)."""
+    from alter.adapters.asymmetric import AsymmetricConfig, adapter_layers
+    from alter.adapters.runtime import EntropySettings, attach, shared_router_from
+
+    def make(model, seed: int, router: str = "layer", rank: int = 8):
+        runtime = attach(model, AsymmetricConfig(rank=rank, forget_heads=2, router=router), EntropySettings(threshold=0.5))
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for _, layer in adapter_layers(model):
+                layer.forget_B.normal_(std=0.05)
+                layer.retain_B.normal_(std=0.05)
+                layer.router.normal_()
+        if router == "shared":
+            hidden = model.config.hidden_size
+            runtime.shared_router = shared_router_from(torch.randn(3, hidden), torch.randn(3))
+        return runtime
+
+    return make

@@ -150,15 +150,9 @@ def test_zero_heads_leave_the_model_exactly_equal_to_the_base(tiny_runs):
     assert torch.equal(logits_of(model, tokenizer), before)
 
 
-def test_save_and_load_round_trip_gives_identical_logits(tiny_runs, tmp_path):
+def test_save_and_load_round_trip_gives_identical_logits(tiny_runs, tmp_path, random_alter_adapter):
     model, tokenizer = fresh_target(tiny_runs)
-    runtime = attach(model, AsymmetricConfig(forget_heads=2), EntropySettings(threshold=0.5))
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for _, layer in adapter_layers(model):
-            layer.forget_B.normal_(std=0.05)
-            layer.retain_B.normal_(std=0.05)
-            layer.router.normal_()
+    runtime = random_alter_adapter(model, seed=3)
     adapted = logits_of(model, tokenizer)
     runtime.save(tmp_path, "tiny-target", {"0": 1})
     reloaded, _ = fresh_target(tiny_runs)

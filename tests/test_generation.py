@@ -3,11 +3,9 @@
 import pytest
 import torch
 
-from alter.adapters.asymmetric import AsymmetricConfig, adapter_layers
-from alter.adapters.runtime import EntropySettings, attach, shared_router_from
+from alter.data.batching import pad_sequences
 from alter.data.formatting import encode_prompt
 from alter.data.tofu import TofuData
-from alter.data.batching import pad_sequences
 from alter.evaluation.generation import greedy_generate
 from alter.models import load_model
 
@@ -37,19 +35,10 @@ def test_rows_leave_the_batch_at_eos_with_the_tokens_of_generate(tiny_runs, smal
 
 
 @pytest.mark.parametrize("router", ["layer", "shared"])
-def test_an_alter_adapter_generates_the_same_after_rows_leave(router, tiny_runs, small_world):
+def test_an_alter_adapter_generates_the_same_after_rows_leave(router, tiny_runs, small_world, random_alter_adapter):
     """The runtime carries each row's entropy class (and shared gate) from one decoding step to the next."""
     model, tokenizer = load_model(str(tiny_runs / "target"))
-    runtime = attach(model, AsymmetricConfig(rank=4, forget_heads=2, router=router), EntropySettings(threshold=0.5))
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for _, layer in adapter_layers(model):
-            layer.forget_B.normal_(std=0.05)
-            layer.retain_B.normal_(std=0.05)
-            layer.router.normal_()
-    if router == "shared":
-        hidden = model.config.hidden_size
-        runtime.shared_router = shared_router_from(torch.randn(3, hidden), torch.randn(3))
+    runtime = random_alter_adapter(model, seed=0, router=router, rank=4)
     prompts = questions(tokenizer, small_world)
     ours = greedy_generate(model, tokenizer, prompts, max_new_tokens=48, batch_size=len(prompts))
     assert runtime.slot.routing is None
