@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from alter.data.batching import UnlearnBatches
+from alter.data.batching import UnlearnBatches, collate
 from alter.data.formatting import EncodedQA, encode_qa
 from alter.data.tofu import TofuData
 from alter.errors import UserError
@@ -275,3 +275,22 @@ def test_unknown_method_and_bad_config_file(tmp_path):
     bad.write_text("method: [npo\n")
     with pytest.raises(UserError, match="malformed YAML"):
         build_recipe(None, str(bad), [])
+
+
+def test_output_layer_on_answer_positions_only_changes_no_loss(tiny_runs, small_world, monkeypatch):
+    from alter.methods import base
+    from alter.models import load_model
+
+    model, tokenizer = load_model(str(tiny_runs / "target"))
+    rows = TofuData(str(small_world)).load("forget10")[:6]
+    batch = collate([encode_qa(tokenizer, r["question"], r["answer"]) for r in rows], tokenizer.pad_token_id)
+    reference = base.Reference(model, adapter_based=False)
+    with torch.no_grad():
+        windowed = [base.sequence_nll(model, batch)[0], base.kl_to_reference(model, batch, reference)]
+        monkeypatch.setattr(base, "accepts_logits_to_keep", lambda _: False)
+        full = [base.sequence_nll(model, batch)[0], base.kl_to_reference(model, batch, reference)]
+    torch.testing.assert_close(windowed[0], full[0], rtol=1e-6, atol=1e-5)
+    assert windowed[1].item() == pytest.approx(full[1].item(), abs=1e-6)
+    logits, targets, mask = base.answer_logits(model, batch)
+    assert logits.shape[1] < batch["input_ids"].shape[1] - 1  # the prompt positions were skipped
+    assert int(mask.sum()) == int((batch["labels"] != -100).sum())

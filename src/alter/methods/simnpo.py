@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from alter.methods.base import Method, forward, sequence_nll, with_retain
+from alter.methods.base import Method, sequence_nll, with_retain
 
 
 @dataclass
@@ -18,7 +18,7 @@ class SimNPOParams:
 
 
 def loss(model, batch, params, reference):
-    total, count = sequence_nll(forward(model, batch["forget"]).logits, batch["forget"]["labels"])
+    total, count = sequence_nll(model, batch["forget"])
     per_token = total / count.clamp_min(1) - params.delta
     forget = -2.0 / params.beta * F.logsigmoid(params.beta * per_token).mean()
     return with_retain(forget, model, batch, params, reference)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from alter.methods.base import Method, forward, shifted, with_retain
+from alter.methods.base import Method, answer_logits, with_retain
 
 
 @dataclass
@@ -19,8 +19,8 @@ class UNDIALParams:
 
 def loss(model, batch, params, reference):
     forget = batch["forget"]
-    logits, targets, mask = shifted(forward(model, forget).logits, forget["labels"])
-    teacher, _, _ = shifted(reference.forward(model, forget).logits, forget["labels"])
+    logits, targets, mask = answer_logits(model, forget)
+    teacher, _, _ = answer_logits(model, forget, reference)
     adjusted = teacher - params.beta * F.one_hot(targets, teacher.shape[-1]).to(teacher.dtype)
     soft_targets = F.softmax(adjusted, dim=-1)
     token_ce = -(soft_targets * F.log_softmax(logits, dim=-1)).sum(-1)

@@ -21,6 +21,7 @@ from alter.data.tofu import TofuData, read_rows
 from alter.data.world import WORLD_INFO
 from alter.errors import UserError
 from alter.io import ensure_writable_dir
+from alter.methods.base import mean_nll
 from alter.models import build_tiny, load_model, resolve_precision
 from alter.training.loop import TrainConfig, train, write_manifest
 from alter.training.resources import count_parameters, library_versions
@@ -136,12 +137,8 @@ def finetune(
                        accelerator.process_index, accelerator.num_processes)
     parameters = count_parameters(model)
 
-    def answer_nll(model, batch):
-        output = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
-        return output.loss, {}
-
     started = time.time()
-    result = train(model, answer_nll, source, config, accelerator, run_dir=out_dir, resume=resume,
+    result = train(model, lambda model, batch: (mean_nll(model, batch), {}), source, config, accelerator, run_dir=out_dir, resume=resume,
                    description=f"finetune {split}")
     model = accelerator.unwrap_model(model)
     if recipe.lora:
