@@ -277,3 +277,31 @@ def test_alter_refuses_sharded_engines():
         with pytest.raises(UserError, match="FSDP and DeepSpeed"):
             get_method("alter").runner(None, None, [], [], None, recipe, SimpleNamespace(distributed_type=engine),
                                        None, False, "fp32")
+
+
+@pytest.mark.parametrize("router", ["shared", "layer"])
+def test_losses_read_the_same_positions_when_the_output_layer_skips_prompts(router, tiny_runs, small_world,
+                                                                            monkeypatch, random_alter_adapter):
+    from alter.methods import alter as alter_method
+
+    model, tokenizer = fresh_target(tiny_runs)
+    random_alter_adapter(model, seed=1, router=router)
+    data = TofuData(str(small_world))
+    encode = lambda rows: [encode_qa(tokenizer, r["question"], r["answer"]) for r in rows]  # noqa: E731
+    forget, retain = encode(data.load("forget10")[:8]), encode(data.load("retain90"))
+    generator = torch.Generator().manual_seed(0)
+    entropies = {kind: [2 * torch.rand(len(item.input_ids), generator=generator) for item in items]
+                 for kind, items in (("forget", forget), ("retain", retain))}
+    objective = alter_method.ALTERObjective(model.alter_runtime, alter_method.ALTERParams(router=router), entropies,
+                                            torch.tensor([0, 1] * 4), threshold=1.0)
+    batch = UnlearnBatches(forget, retain, None, 4, 0, tokenizer.pad_token_id).batch(0, 0)
+
+    def losses():
+        with torch.no_grad():
+            return [objective.phase1(model, batch)[0].item(), *objective.phase2(model, batch)[1].values()]
+
+    assert alter_method.first_answer_position(batch["retain"]["labels"]) > 0  # there are prompt positions to skip
+    skipping = losses()
+    monkeypatch.setattr(alter_method, "first_answer_position", lambda labels: 0)  # every position, as before
+    every_position = losses()
+    assert skipping == pytest.approx(every_position, rel=1e-5, abs=1e-6)

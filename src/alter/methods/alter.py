@@ -31,7 +31,8 @@ from alter.data.batching import collate, length_sorted_batches
 from alter.data.formatting import IGNORE_INDEX, EncodedQA
 from alter.entropy import threshold_from, token_entropy
 from alter.errors import UserError
-from alter.methods.base import Method
+from alter.methods.base import Method, first_answer_position
+from alter.models.outputs import accepts_logits_to_keep
 from alter.models.precision import autocast
 from alter.training.loop import TrainResult, train
 
@@ -184,13 +185,18 @@ class ALTERObjective:
     def a_mask(self, high: torch.Tensor, batch: dict) -> torch.Tensor:
         return high if self.params.entropy_guidance else batch["attention_mask"].bool()
 
-    def _forward(self, model, batch: dict, routing: Routing):
+    def _forward(self, model, batch: dict, routing: Routing) -> tuple[torch.Tensor, int]:
+        """The logits from `start` on, the batch's first position that predicts an answer token, and `start`: every
+        loss reads answer positions only, so the output layer skips the prompts."""
+        start = first_answer_position(batch["labels"])
+        keep = torch.arange(start, batch["input_ids"].shape[1], device=batch["input_ids"].device)
         self.runtime.slot.routing = routing
         try:
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           **({"logits_to_keep": keep} if accepts_logits_to_keep(model) else {})).logits
         finally:
             self.runtime.slot.routing = None
-        return logits
+        return (logits if logits.shape[1] == len(keep) else logits[:, keep]).float(), start
 
     def phase1(self, model, batch: dict):
         parts = [batch["forget"], batch["retain"]]
@@ -199,9 +205,10 @@ class ALTERObjective:
         joint = joined_batch(parts)
         routing = Routing(high=joined(high, False), forget_head=torch.zeros_like(joint["input_ids"]), a_grad=a_grad,
                           retain_grad=a_grad)
-        logits = self._forward(model, joint, routing)
-        mask = predicts_answer(joint["labels"]) & a_grad
-        losses = [_masked_nll(logits[rows], next_labels(joint["labels"][rows]), mask[rows]) for rows in row_spans(parts)]
+        logits, start = self._forward(model, joint, routing)
+        mask = (predicts_answer(joint["labels"]) & a_grad)[:, start:]
+        targets = next_labels(joint["labels"])[:, start:]
+        losses = [_masked_nll(logits[rows], targets[rows], mask[rows]) for rows in row_spans(parts)]
         loss = sum(losses) / len(losses)
         return loss, {"phase1_nll": loss.item()}
 
@@ -224,14 +231,15 @@ class ALTERObjective:
             router_target=joined([torch.where(low_answer, head, torch.where(valid, 0, IGNORE_INDEX)),
                                   torch.where(retain_valid, 0, IGNORE_INDEX)], IGNORE_INDEX) if layer_router else None,
             soft_route=joined([torch.zeros_like(high), retain_valid & soft_route], False))
-        logits = self._forward(model, joined_batch([forget, retain]), routing)
+        logits, start = self._forward(model, joined_batch([forget, retain]), routing)
         forget_rows, retain_rows = row_spans([forget, retain])
-        forget_logits = logits[forget_rows, : forget["input_ids"].shape[1]]
-        retain_logits = logits[retain_rows, : retain["input_ids"].shape[1]]
-        forget_loss = inverse_hinge(forget_logits, next_labels(forget["labels"]), low_answer)
-        frozen = self.runtime.frozen_logits(forget["input_ids"], forget["attention_mask"]).float()
-        regulariser = _masked_kl(frozen, forget_logits, answer & high)
-        retain_loss = _masked_nll(retain_logits, next_labels(retain["labels"]), predicts_answer(retain["labels"]))
+        forget_logits = logits[forget_rows, : forget["input_ids"].shape[1] - start]
+        retain_logits = logits[retain_rows, : retain["input_ids"].shape[1] - start]
+        forget_loss = inverse_hinge(forget_logits, next_labels(forget["labels"])[:, start:], low_answer[:, start:])
+        frozen = self.runtime.frozen_logits(forget["input_ids"], forget["attention_mask"])[:, start:].float()
+        regulariser = _masked_kl(frozen, forget_logits, (answer & high)[:, start:])
+        retain_loss = _masked_nll(retain_logits, next_labels(retain["labels"])[:, start:],
+                                  predicts_answer(retain["labels"])[:, start:])
         router_loss = routing.router_loss / self.layers
         p = self.params
         loss = (p.forget_weight * forget_loss + p.retain_weight * retain_loss + p.regulariser_weight * regulariser

@@ -60,14 +60,19 @@ def forward(model: torch.nn.Module, batch: dict, **kwargs):
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **kwargs)
 
 
+def first_answer_position(labels: torch.Tensor) -> int:
+    """The first position in the batch whose next token is an answer token."""
+    labelled = labels != IGNORE_INDEX
+    first = labelled.int().argmax(1)[labelled.any(1)]
+    return max(int(first.min()) - 1, 0) if len(first) else 0
+
+
 def answer_logits(model: torch.nn.Module, batch: dict, reference: Reference | None = None):
     """The logits that predict each answer token (float), the targets, and the answer-token mask; of the reference
     model when `reference` is given. Only positions from the batch's first answer on run the vocabulary-sized output
     layer: prompts are most of a TOFU item, so this made a SmolLM2 training step about 40% faster."""
     labels = batch["labels"]
-    labelled = labels != IGNORE_INDEX
-    first = labelled.int().argmax(1)[labelled.any(1)]
-    start = max(int(first.min()) - 1, 0) if len(first) else 0
+    start = first_answer_position(labels)
     keep = torch.arange(start, labels.shape[1] - 1, device=labels.device)
     run = reference.forward if reference is not None else forward
     logits = run(model, batch, **({"logits_to_keep": keep} if accepts_logits_to_keep(model) else {})).logits
