@@ -213,7 +213,7 @@ def test_scoring_records_the_route_and_entropy_class_of_each_answer_token(tiny_r
     item = encode_qa(tokenizer, row["question"], row["answer"])
     [score] = score_answers(model, [item], tokenizer.pad_token_id, precision="fp32")
     ids = torch.tensor([item.input_ids])
-    high = runtime.entropy.is_high(runtime.frozen_logits(ids, torch.ones_like(ids)))
+    high = runtime.entropy.is_high(runtime.frozen_output(ids, torch.ones_like(ids)).logits)
     adapted = inputs[-len(adapter_layers(model)):]  # the routed pass comes after the frozen one
     votes = torch.stack([route_weights(x @ m.router.T, high, m.config) for m, x in adapted]).mean(0)
     predicting = slice(item.prompt_length - 1, len(item.input_ids) - 1)
@@ -235,7 +235,7 @@ def test_shared_router_sends_forget_text_to_forget_heads_and_retain_text_to_none
         scores = score_answers(model, items, tokenizer.pad_token_id, precision="fp32")
         routed[split] = np.mean(np.concatenate([s.route for s in scores]) > 0)
         ids = torch.tensor([items[0].input_ids])  # the route scoring used is the gate on the frozen running mean
-        hidden = runtime._frozen_output(ids, torch.ones_like(ids), hidden=True).hidden_states[-1]
+        hidden = runtime.frozen_output(ids, torch.ones_like(ids), hidden=True).hidden_states[-1]
         gate = runtime.shared_router(hidden.cumsum(1) / torch.arange(1, ids.shape[1] + 1)[None, :, None])
         low = ~scores[0].route_high
         assert scores[0].route[low].tolist() == gate[0, items[0].prompt_length - 1 : -1].argmax(-1)[low].tolist()

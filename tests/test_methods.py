@@ -279,7 +279,7 @@ def test_unknown_method_and_bad_config_file(tmp_path):
 
 def test_output_layer_on_answer_positions_only_changes_no_loss(tiny_runs, small_world, monkeypatch):
     from alter.methods import base
-    from alter.models import load_model
+    from alter.models import load_model, outputs
 
     model, tokenizer = load_model(str(tiny_runs / "target"))
     rows = TofuData(str(small_world)).load("forget10")[:6]
@@ -287,7 +287,7 @@ def test_output_layer_on_answer_positions_only_changes_no_loss(tiny_runs, small_
     reference = base.Reference(model, adapter_based=False)
     with torch.no_grad():
         windowed = [base.sequence_nll(model, batch)[0], base.kl_to_reference(model, batch, reference)]
-        monkeypatch.setattr(base, "accepts_logits_to_keep", lambda _: False)
+        monkeypatch.setattr(outputs, "accepts_logits_to_keep", lambda _: False)
         full = [base.sequence_nll(model, batch)[0], base.kl_to_reference(model, batch, reference)]
     torch.testing.assert_close(windowed[0], full[0], rtol=1e-6, atol=1e-5)
     assert windowed[1].item() == pytest.approx(full[1].item(), abs=1e-6)

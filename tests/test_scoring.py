@@ -89,13 +89,14 @@ def test_shared_prompt_scores_equal_whole_sequence_scores(tiny_runs):
 @pytest.mark.slow
 def test_shared_prompts_and_answer_only_output_layer_change_nothing(smollm2, monkeypatch):
     from alter.evaluation import scoring
+    from alter.models import outputs
 
     model, tokenizer = smollm2
     items = shared_prompt_items(tokenizer)
-    assert scoring.accepts_logits_to_keep(model)
+    assert outputs.accepts_logits_to_keep(model)
     shared = scoring._score_sharing_prompts(model, items, tokenizer.pad_token_id, 4, "fp32", None)
     whole = scoring._score_whole_sequences(model, items, tokenizer.pad_token_id, 4, "fp32", None)
-    monkeypatch.setattr(scoring, "accepts_logits_to_keep", lambda _: False)
+    monkeypatch.setattr(outputs, "accepts_logits_to_keep", lambda _: False)
     every_position = scoring._score_whole_sequences(model, items, tokenizer.pad_token_id, 4, "fp32", None)
     assert_same_scores(shared, whole, atol=1e-4)
     assert_same_scores(whole, every_position, atol=1e-5)

@@ -57,14 +57,11 @@ class AlterRuntime:
         return _Disabled(self)
 
     @torch.no_grad()
-    def frozen_logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self._frozen_output(input_ids, attention_mask, hidden=False).logits
-
-    @torch.no_grad()
-    def _frozen_output(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, hidden: bool):
+    def frozen_output(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, hidden: bool = False, **extra):
+        """The base model's output with the adapter off."""
         with self.frozen():
             return self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False,
-                              output_hidden_states=hidden)
+                              output_hidden_states=hidden, **extra)
 
     @contextlib.contextmanager
     def recording(self):
@@ -101,7 +98,7 @@ class AlterRuntime:
             if self.shared_router is not None:
                 gate = self._last_gate[:, None]
         else:
-            output = self._frozen_output(input_ids, kwargs.get("attention_mask"), hidden=self.shared_router is not None)
+            output = self.frozen_output(input_ids, kwargs.get("attention_mask"), hidden=self.shared_router is not None)
             high = self.entropy.is_high(output.logits)
             if self.shared_router is not None:
                 means = running_mean(output.hidden_states[-1], kwargs.get("attention_mask"))

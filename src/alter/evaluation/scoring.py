@@ -19,7 +19,7 @@ from transformers import DynamicCache
 from alter.data.batching import collate, length_sorted_batches, pad_sequences
 from alter.data.formatting import IGNORE_INDEX, EncodedQA
 from alter.entropy import tsallis_entropy
-from alter.models.outputs import accepts_logits_to_keep, forward_accepts, last_logit_only
+from alter.models.outputs import forward_accepts, last_logit_only, logits_at
 from alter.models.precision import autocast
 
 
@@ -123,11 +123,9 @@ def _score_whole_sequences(model, items, pad_id, batch_size, precision, progress
         first = min(items[i].prompt_length for i in indices) - 1
         keep = torch.arange(first, batch["input_ids"].shape[1] - 1, device=device)
         with autocast(precision, device), (runtime.recording() if runtime else contextlib.nullcontext()):
-            logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device),
-                           **({"logits_to_keep": keep} if accepts_logits_to_keep(model) else {})).logits
+            inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
+            logits = logits_at(lambda **extra: model(**inputs, **extra), model, keep)
             route, route_high = runtime.routes() if runtime else (None, None)
-        if logits.shape[1] != len(keep):
-            logits = logits[:, keep]
         logp = torch.log_softmax(logits.float(), dim=-1)
         labels = batch["labels"][:, first + 1 :].to(device)
         for row, index in enumerate(indices):

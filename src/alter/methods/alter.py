@@ -32,7 +32,7 @@ from alter.data.formatting import IGNORE_INDEX, EncodedQA
 from alter.entropy import threshold_from, token_entropy
 from alter.errors import UserError
 from alter.methods.base import Method, first_answer_position
-from alter.models.outputs import accepts_logits_to_keep
+from alter.models.outputs import logits_at
 from alter.models.precision import autocast
 from alter.training.loop import TrainResult, train
 
@@ -192,11 +192,11 @@ class ALTERObjective:
         keep = torch.arange(start, batch["input_ids"].shape[1], device=batch["input_ids"].device)
         self.runtime.slot.routing = routing
         try:
-            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           **({"logits_to_keep": keep} if accepts_logits_to_keep(model) else {})).logits
+            logits = logits_at(lambda **extra: model(input_ids=batch["input_ids"],
+                                                     attention_mask=batch["attention_mask"], **extra), model, keep)
         finally:
             self.runtime.slot.routing = None
-        return (logits if logits.shape[1] == len(keep) else logits[:, keep]).float(), start
+        return logits.float(), start
 
     def phase1(self, model, batch: dict):
         parts = [batch["forget"], batch["retain"]]
@@ -236,7 +236,9 @@ class ALTERObjective:
         forget_logits = logits[forget_rows, : forget["input_ids"].shape[1] - start]
         retain_logits = logits[retain_rows, : retain["input_ids"].shape[1] - start]
         forget_loss = inverse_hinge(forget_logits, next_labels(forget["labels"])[:, start:], low_answer[:, start:])
-        frozen = self.runtime.frozen_logits(forget["input_ids"], forget["attention_mask"])[:, start:].float()
+        keep = torch.arange(start, forget["input_ids"].shape[1], device=forget["input_ids"].device)
+        frozen = logits_at(lambda **extra: self.runtime.frozen_output(forget["input_ids"], forget["attention_mask"],
+                                                                      **extra), model, keep).float()
         regulariser = _masked_kl(frozen, forget_logits, (answer & high)[:, start:])
         retain_loss = _masked_nll(retain_logits, next_labels(retain["labels"])[:, start:],
                                   predicts_answer(retain["labels"])[:, start:])

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from alter.data.formatting import IGNORE_INDEX
-from alter.models.outputs import accepts_logits_to_keep
+from alter.models.outputs import logits_at
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,7 @@ def answer_logits(model: torch.nn.Module, batch: dict, reference: Reference | No
     start = first_answer_position(labels)
     keep = torch.arange(start, labels.shape[1] - 1, device=labels.device)
     run = reference.forward if reference is not None else forward
-    logits = run(model, batch, **({"logits_to_keep": keep} if accepts_logits_to_keep(model) else {})).logits
-    if logits.shape[1] != len(keep):
-        logits = logits[:, keep]
+    logits = logits_at(lambda **extra: run(model, batch, **extra), model, keep)
     targets = labels[:, start + 1 :]
     mask = targets != IGNORE_INDEX
     return logits.float(), targets.masked_fill(~mask, 0), mask

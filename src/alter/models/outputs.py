@@ -18,3 +18,11 @@ def accepts_logits_to_keep(model) -> bool:
 
 def last_logit_only(model) -> dict:
     return {"logits_to_keep": 1} if accepts_logits_to_keep(model) else {}
+
+
+
+def logits_at(call, model, keep):
+    """`call(**extra).logits` at positions `keep` only, where `call` runs a forward of `model`; the output layer skips
+    the other positions when the model allows it."""
+    logits = call(**({"logits_to_keep": keep} if accepts_logits_to_keep(model) else {})).logits
+    return logits if logits.shape[1] == len(keep) else logits[:, keep]
