@@ -15,6 +15,12 @@ from alter.errors import UserError
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
+def cache_root() -> Path:
+    """Where converted models, cached bench steps and machine measurements live: `$ALTER_CACHE`, else
+    ~/.cache/alter."""
+    return Path(os.environ.get("ALTER_CACHE", Path.home() / ".cache" / "alter"))
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""

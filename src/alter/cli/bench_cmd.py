@@ -5,6 +5,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
+from alter.cli.options import PRECISION_HELP
+
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("bench", help="compare unlearning methods side by side",
@@ -24,6 +26,8 @@ def add_parser(commands) -> None:
     tofu.add_argument("--out", required=True, help="bench folder")
     tofu.add_argument("--cache", help="folder for target and retain models and their evaluations, shared by benches "
                                       "(default $ALTER_CACHE/bench, else ~/.cache/alter/bench)")
+    tofu.add_argument("--precision", default="auto", help=PRECISION_HELP + "; reaches fine-tuning, unlearning "
+                                                               "and evaluation, and keys the cache")
     tofu.add_argument("--finetune-args", default="", help="extra arguments for `alter finetune`, quoted")
     tofu.add_argument("--unlearn-args", default="", help="extra arguments for every `alter unlearn`, quoted")
     tofu.add_argument("--eval-args", default="", help="extra arguments for every `alter eval tofu`, quoted")
@@ -42,11 +46,13 @@ def plan_from(args, model: str, data: str):
     from alter.evaluation.bench import BenchPlan, Variant
     from alter.evaluation.tofu import holdout_split
     from alter.io import ensure_writable_dir
-    from alter.models.smollm2 import cache_root
+    from alter.models.precision import default_device, resolve_precision
+    from alter.io import cache_root
 
     holdout_split(args.forget_split)  # checks the name
     TofuData(data).load(args.forget_split)  # a missing or malformed split fails here, before any training
     variants = [Variant.parse(text.strip()) for text in args.methods.split(",") if text.strip()]
     cache = ensure_writable_dir(args.cache or cache_root() / "bench")
-    return BenchPlan(model, data, args.forget_split, variants, Path(ensure_writable_dir(args.out)), Path(cache),
+    precision = resolve_precision(args.precision, default_device())
+    return BenchPlan(model, data, args.forget_split, variants, Path(ensure_writable_dir(args.out)), Path(cache), precision,
                      shlex.split(args.eval_args), shlex.split(args.finetune_args), shlex.split(args.unlearn_args))

@@ -9,13 +9,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from alter.cli.options import PRECISION_HELP
+
 DEMO_AUTHORS = 20
-# SmolLM2: 3 fine-tuning epochs (not 5) and bf16 evaluation keep the first run near 15 minutes on 2 CPU cores;
-# the precision is recorded in every summary. The tiny model memorises its world at lr 2e-3 from random weights, so
+# SmolLM2: 3 fine-tuning epochs (not 5) keep the first run near 15 minutes on 2 CPU cores. The precision is the
+# machine's choice (`--precision auto`) and is recorded in every summary. The tiny model memorises its world at lr 2e-3 from random weights, so
 # the unlearning rates made for pretrained models (1e-5) leave it unchanged; on the 20-author world, lr 3e-4 (NPO,
 # GradDiff) and ALTER heads at 1e-2 move it (docs/results.md).
 SETTINGS = {
-    "smollm2": {"finetune_args": ["--epochs", "3"], "eval_args": ["--precision", "bf16"],
+    "smollm2": {"finetune_args": ["--epochs", "3"], "eval_args": [],
                 "methods": "alter,npo,graddiff"},
     "tiny": {"finetune_args": [], "eval_args": [],
              "methods": "alter=alter:params.lr_b=1e-2,npo=npo:train.learning_rate=3e-4,"
@@ -38,6 +40,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--cache", help="cache of target and retain models (default $ALTER_CACHE/bench)")
     parser.add_argument("--authors", type=int, default=DEMO_AUTHORS, help="authors in the world (default 20)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the world (default 0)")
+    parser.add_argument("--precision", default="auto", help=PRECISION_HELP)
     parser.set_defaults(run=run)
 
 

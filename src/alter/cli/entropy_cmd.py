@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from alter.cli.options import PRECISION_HELP
+
 from pathlib import Path
 
 
@@ -18,7 +20,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--q", type=float, default=1.2, help="Tsallis q (default 1.2)")
     parser.add_argument("--threshold", type=float, default=1.2, help="high/low threshold (paper: 1.2)")
     parser.add_argument("--limit", type=int, help="only the first N items")
-    parser.add_argument("--precision", default="auto", help="auto (bf16 autocast), fp32, bf16 or fp16 (CUDA only)")
+    parser.add_argument("--precision", default="auto", help=PRECISION_HELP)
     parser.set_defaults(run=run)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from alter.cli.options import PRECISION_HELP
+
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("eval", help="evaluate a model on a benchmark",
@@ -22,8 +24,7 @@ def add_parser(commands) -> None:
                       help="sequences per greedy generation batch (default 64)")
     tofu.add_argument("--max-new-tokens", type=int, default=200, help="greedy generation length cap (default 200)")
     tofu.add_argument("--limit", type=int, help="evaluate only the first N items of each split (quick runs)")
-    tofu.add_argument("--precision", default="auto", help="auto (bf16 autocast), fp32, bf16 or fp16 (CUDA only); "
-                                                           "use fp32 to compare with another framework")
+    tofu.add_argument("--precision", default="auto", help=PRECISION_HELP + "; use fp32 to compare with another framework")
     tofu.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
     tofu.set_defaults(run=run)
 

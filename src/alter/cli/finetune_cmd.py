@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from alter.cli.options import add_run_options
+from alter.cli.options import PRECISION_HELP, add_run_options
 
 
 def add_parser(commands) -> None:
@@ -27,7 +27,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--batch-size", type=int, help="items per batch and process")
     parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps (quick runs)")
     parser.add_argument("--seed", type=int, default=0, help="seed for initialisation and data order (default 0)")
-    parser.add_argument("--precision", default="auto", help="auto (bf16 autocast), fp32, bf16 or fp16 (CUDA only)")
+    parser.add_argument("--precision", default="auto", help=PRECISION_HELP)
     parser.add_argument("--checkpoint-every", type=int, default=100, help="optimizer steps between checkpoints")
     parser.add_argument("--out", required=True, help="output folder: safetensors model, tokenizer, manifest.json")
     add_run_options(parser)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from alter.cli.options import PRECISION_HELP
+
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("generate", help="answer prompts with a model (and adapter)",
@@ -11,7 +13,7 @@ def add_parser(commands) -> None:
     parser.add_argument("--model", required=True, help="model folder, 'smollm2' or a hub id")
     parser.add_argument("--adapter", help="adapter folder (peft LoRA or ALTER) to apply")
     parser.add_argument("--max-new-tokens", type=int, default=100, help="generation length cap (default 100)")
-    parser.add_argument("--precision", default="auto", help="auto (bf16 autocast), fp32, bf16 or fp16 (CUDA only)")
+    parser.add_argument("--precision", default="auto", help=PRECISION_HELP)
     parser.add_argument("--trust-remote-code", action="store_true", help="allow models that ship their own code")
     parser.set_defaults(run=run)
 

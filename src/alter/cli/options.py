@@ -1,4 +1,7 @@
-"""Options shared by the commands that start a training run."""
+"""Options shared by several commands."""
+
+PRECISION_HELP = ("auto (default: bf16 autocast where this machine computes bf16 natively and faster, else fp32; "
+                  "bf16 on CUDA), fp32, bf16, or fp16 (CUDA only)")
 
 
 def add_run_options(parser) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from alter.cli.options import add_run_options
+from alter.cli.options import PRECISION_HELP, add_run_options
 
 from alter.errors import UserError
 from alter.methods import METHODS
@@ -25,6 +25,7 @@ def add_parser(commands) -> None:
                         help="override a recipe key, e.g. --set train.epochs=3 --set params.beta=0.2 (repeatable)")
     parser.add_argument("--lora", action="store_true", help="train a LoRA adapter instead of all weights")
     parser.add_argument("--seed", type=int, help="seed (default: train.seed of the recipe, 0)")
+    parser.add_argument("--precision", help=PRECISION_HELP + " (default: train.precision of the recipe, auto)")
     parser.add_argument("--out", help="output folder: the model or adapter (safetensors) and manifest.json")
     add_run_options(parser)
     parser.set_defaults(run=run)
@@ -45,6 +46,7 @@ def run(args) -> None:
             raise UserError(f"--{option} is required (or use --list-methods)")
     overrides = list(args.set) + (["lora.enabled=true"] if args.lora else [])
     overrides += [f"train.seed={args.seed}"] if args.seed is not None else []
+    overrides += [f"train.precision={args.precision}"] if args.precision is not None else []
     recipe = build_recipe(args.method, args.config, overrides)
     retain = args.retain_split or default_retain_split(args.forget_split)
     manifest = unlearn(args.model, args.data, args.forget_split, retain, recipe, args.out, resume=args.resume,

@@ -59,6 +59,7 @@ class BenchPlan:
     variants: list[Variant]
     out: Path
     cache: Path
+    precision: str  # resolved (never "auto"), so it keys every cached step
     eval_args: list[str] = field(default_factory=list)
     finetune_args: list[str] = field(default_factory=list)
     unlearn_args: list[str] = field(default_factory=list)
@@ -118,13 +119,14 @@ def run_bench(plan: BenchPlan) -> dict:
     model_key = folder_fingerprint(plan.model)
     models, keys = {}, {}
     for name, split in (("target", "full"), ("retain", plan.retain_split)):
-        keys[name] = fingerprint("finetune", model_key, data_key, split, plan.finetune_args)
+        keys[name] = fingerprint("finetune", model_key, data_key, split, plan.precision, plan.finetune_args)
         models[name] = plan.cache / f"{name}-{keys[name]}"
         run_step(models[name], keys[name], "manifest.json",
                  ["finetune", "--model", plan.model, "--data", plan.data, "--split", split,
-                  "--out", str(models[name]), "--resume", *plan.finetune_args])
-    evaluate = ["eval", "tofu", "--data", plan.data, "--forget-split", plan.forget_split, *plan.eval_args]
-    eval_key = fingerprint("eval", SUITE_VERSION, data_key, plan.forget_split, plan.eval_args)
+                  "--out", str(models[name]), "--resume", "--precision", plan.precision, *plan.finetune_args])
+    evaluate = ["eval", "tofu", "--data", plan.data, "--forget-split", plan.forget_split, "--precision", plan.precision,
+                *plan.eval_args]
+    eval_key = fingerprint("eval", SUITE_VERSION, data_key, plan.forget_split, plan.precision, plan.eval_args)
     retain_key = fingerprint(keys["retain"], eval_key)
     retain_eval = models["retain"] / f"eval-{retain_key}"
     run_step(retain_eval, retain_key, "TOFU_SUMMARY.json",
@@ -152,9 +154,10 @@ def run_bench(plan: BenchPlan) -> dict:
 def _run_variant(plan: BenchPlan, variant: Variant, target: Path, target_key: str, evaluate: list[str],
                  reference: list[str]) -> dict:
     run_dir = plan.out / "runs" / variant.name
-    recipe = build_recipe(variant.method, None, variant.overrides).as_dict()  # the effective recipe, defaults included
+    overrides = [*variant.overrides, f"train.precision={plan.precision}"]
+    recipe = build_recipe(variant.method, None, overrides).as_dict()  # the effective recipe, defaults included
     run_key = fingerprint("unlearn", target_key, recipe, plan.unlearn_args)
-    sets = [item for override in variant.overrides for item in ("--set", override)]
+    sets = [item for override in overrides for item in ("--set", override)]
     run_step(run_dir, run_key, "manifest.json",
              ["unlearn", "--model", str(target), "--data", plan.data, "--forget-split", plan.forget_split,
               "--method", variant.method, "--out", str(run_dir), "--resume", *sets, *plan.unlearn_args])

@@ -22,6 +22,7 @@ from alter.evaluation.scoring import AnswerScores, score_answers
 from alter.io import read_json, write_json
 from alter.metrics import aggregate, memorization, privacy, probability
 from alter.metrics.rouge import rouge_l
+from alter.models.precision import machine_facts
 from alter.training.resources import library_versions, peak_memory_mb
 
 
@@ -177,7 +178,9 @@ class TofuEvaluation:
         if self.holdout:
             log["holdout"] = self.evaluate_holdout()
         log["meta"] = {"suite_version": SUITE_VERSION, "forget_split": self.forget_split, "holdout_split": self.holdout,
-                       "precision": self.settings.precision, "max_new_tokens": self.settings.max_new_tokens,
+                       "precision": self.settings.precision,
+                       "machine": machine_facts(next(self.model.parameters()).device, self.settings.precision),
+                       "max_new_tokens": self.settings.max_new_tokens,
                        "limit": self.settings.limit, "processes": self.world, "versions": library_versions(),
                        "wall_seconds": round(time.perf_counter() - started, 2),
                        "peak_memory_mb": round(peak_memory_mb(), 1)}
@@ -243,7 +246,8 @@ def load_retain_log(path: str | Path) -> dict:
 
 def write_outputs(out: Path, log: dict, summary: dict, notes: list[str]) -> None:
     write_json(out / "TOFU_EVAL.json", log)
-    write_json(out / "TOFU_SUMMARY.json", {**summary, "notes": notes, "precision": log["meta"]["precision"]})
+    write_json(out / "TOFU_SUMMARY.json", {**summary, "notes": notes, "precision": log["meta"]["precision"],
+                                           "machine": log["meta"]["machine"]})
 
 
 def format_table(summary: dict) -> str:

