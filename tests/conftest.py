@@ -31,11 +31,11 @@ def small_world(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_pair(small_world):
     """A small freshly initialised tiny model and its tokenizer, trained on the small world's text."""
+    from alter.data.tofu import TofuData
     from alter.models.tiny import TinyConfig, build_tiny
-    from alter.training.finetune import corpus_texts
 
     config = TinyConfig(vocab_size=1024, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128)
-    return build_tiny(corpus_texts(str(small_world)), seed=0, config=config)
+    return build_tiny(TofuData(str(small_world)).texts(), seed=0, config=config)
 
 
 @pytest.fixture(scope="session")
@@ -62,21 +62,26 @@ def tiny_runs(small_world, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def random_alter_adapter():
-    """Attaches an ALTER adapter with random heads and routers to a model (so routing changes its outputs)."""
-    from alter.adapters.asymmetric import AsymmetricConfig, adapter_layers
-    from alter.adapters.runtime import EntropySettings, attach, shared_router_from
+    """Attaches an ALTER adapter with random heads, routers and gate to a model (so routing changes its outputs)."""
+    from alter.adapters.config import AlterConfig
+    from alter.adapters.model import AlterModel
+    from alter.entropy import EntropySettings
 
-    def make(model, seed: int, router: str = "layer", rank: int = 8):
-        runtime = attach(model, AsymmetricConfig(rank=rank, forget_heads=2, router=router), EntropySettings(threshold=0.5))
-        torch.manual_seed(seed)
+    def make(model, seed: int, router: str = "layer", rank: int = 8, gate_bias: float = 0.0):
+        config = AlterConfig(rank=rank, forget_heads=2, router=router, entropy=EntropySettings(threshold=0.5))
+        adapter = AlterModel(model, config)
+        generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
-            for _, layer in adapter_layers(model):
-                layer.forget_B.normal_(std=0.05)
-                layer.retain_B.normal_(std=0.05)
-                layer.router.normal_()
-        if router == "shared":
-            hidden = model.config.hidden_size
-            runtime.shared_router = shared_router_from(torch.randn(3, hidden), torch.randn(3))
-        return runtime
+            for _, layer in adapter.layers:
+                layer.forget_B.copy_(torch.randn(layer.forget_B.shape, generator=generator) * 0.05)
+                layer.retain_B.copy_(torch.randn(layer.retain_B.shape, generator=generator) * 0.05)
+                if layer.router is not None:
+                    layer.router.copy_(torch.randn(layer.router.shape, generator=generator))
+            if adapter.gate is not None:
+                for parameter in adapter.gate.parameters():
+                    parameter.copy_(torch.randn(parameter.shape, generator=generator))
+                if router == "content":
+                    adapter.gate.detector.bias.fill_(gate_bias)
+        return adapter
 
     return make

@@ -1,25 +1,30 @@
-"""ALTER: entropies, the asymmetric adapter's isolation and routing, save/load, and a short training run."""
-
-from types import SimpleNamespace
+"""ALTER: entropies, the adapter's isolation and routing, the gates and their fits, save/load, short training runs."""
 
 import numpy as np
 import pytest
 import torch
-from accelerate.utils import DistributedType
 
-from alter.adapters.asymmetric import AsymmetricConfig, AsymmetricLinear, Routing, RoutingSlot, adapter_layers, route_weights
-from alter.adapters.runtime import EntropySettings, attach, load_alter_adapter
+from alter.adapters.config import AlterConfig
+from alter.adapters.gates import ContentGate, SharedRouter
+from alter.adapters.layer import AlterLayer, Routing, RoutingSlot, route_weights
+from alter.adapters.model import AlterModel
 from alter.data.batching import UnlearnBatches, collate
 from alter.data.formatting import encode_qa
+from alter.data.sources import from_tofu
 from alter.data.tofu import TofuData
-from alter.entropy import shannon_entropy, tsallis_entropy
+from alter.entropy import EntropySettings, shannon_entropy, tsallis_entropy
 from alter.errors import UserError
 from alter.evaluation.scoring import score_answers
 from alter.methods import get_method
-from alter.methods.alter import joined_batch, row_spans
+from alter.methods.alter.gate_fit import content_gate_targets, fit_content_gate, fit_shared_router
+from alter.methods.alter.objective import ALTERObjective, joined_batch, row_spans
+from alter.methods.alter.params import ALTERParams
+from alter.methods.alter.subdomains import agreement_with_groups
+from alter.methods.base import LoraChoice, Setup
 from alter.models import load_model
-from alter.training.finetune import make_accelerator
 from alter.training.recipe import build_recipe
+
+ROUTERS = ("content", "layer", "shared", "none")
 
 
 # --- entropy ------------------------------------------------------------------------------------------------------
@@ -33,7 +38,6 @@ def test_tsallis_and_shannon_against_numpy():
         expected = (1 - (probs ** q).sum(-1)) / (q - 1)
         np.testing.assert_allclose(tsallis_entropy(logits, q).numpy(), expected, rtol=1e-4)
     np.testing.assert_allclose(shannon_entropy(logits).numpy(), -(probs * np.log(probs)).sum(-1), rtol=1e-4)
-    # q -> 1 recovers Shannon
     np.testing.assert_allclose(tsallis_entropy(logits, 1.0001).numpy(), shannon_entropy(logits).numpy(), rtol=1e-3)
     np.testing.assert_allclose(tsallis_entropy(logits, 1.0).numpy(), shannon_entropy(logits).numpy(), rtol=1e-6)
 
@@ -46,19 +50,24 @@ def test_entropy_limits_one_hot_and_uniform():
     uniform = torch.zeros(1, 10)
     assert shannon_entropy(uniform).item() == pytest.approx(np.log(10), rel=1e-6)
     assert tsallis_entropy(uniform, 1.5).item() == pytest.approx((1 - 10 ** (1 - 1.5)) / 0.5, rel=1e-6)
+    settings = EntropySettings(threshold=0.5)
+    assert settings.is_high(torch.stack([uniform[0], one_hot[0]])).tolist() == [True, False]
+    assert EntropySettings(guidance=False).is_high(uniform).tolist() == [False]
 
 
 # --- one adapted layer: isolation by token masks --------------------------------------------------------------------
 
 
-def layer_with_random_heads(heads=2):
+def layer_with_random_heads(heads=2, router="content"):
     torch.manual_seed(0)
-    config = AsymmetricConfig(rank=4, forget_heads=heads)
+    config = AlterConfig(rank=4, forget_heads=heads, router=router, top_k_high=min(3, heads + 1))
     slot = RoutingSlot()
-    layer = AsymmetricLinear(torch.nn.Linear(6, 5).requires_grad_(False), config, slot)
+    layer = AlterLayer(torch.nn.Linear(6, 5).requires_grad_(False), config, slot)
     with torch.no_grad():
         layer.retain_B.normal_()
         layer.forget_B.normal_()
+        if layer.router is not None:
+            layer.router.normal_()
     return layer, slot
 
 
@@ -71,11 +80,12 @@ def gradients(layer, slot, routing, loss_positions):
     return {name: p.grad.clone() if p.grad is not None else torch.zeros_like(p) for name, p in layer.named_parameters()}
 
 
-def training_routing():
+def training_routing(**extra):
     # row 0 belongs to sub-domain 1, row 1 to sub-domain 2; positions 0-1 are high-entropy, 2-3 low-entropy
     high = torch.tensor([[1, 1, 0, 0], [1, 1, 0, 0]], dtype=torch.bool)
     head = torch.tensor([[0, 0, 1, 1], [0, 0, 2, 2]])
-    return Routing(high=high, forget_head=head, a_grad=high, retain_grad=torch.zeros_like(high))
+    weights = torch.nn.functional.one_hot(head, 3)[..., 1:].float()
+    return Routing(high=high, weights=weights, a_grad=high, retain_grad=torch.zeros_like(high), head_grad=head, **extra)
 
 
 def test_forget_head_gets_no_gradient_from_another_sub_domain_or_high_entropy_tokens():
@@ -90,6 +100,18 @@ def test_forget_head_gets_no_gradient_from_another_sub_domain_or_high_entropy_to
     assert torch.count_nonzero(grads["lora_A"]) > 0
 
 
+def test_a_head_applied_where_it_may_not_learn_is_read_but_not_trained():
+    layer, slot = layer_with_random_heads()
+    routing = training_routing()
+    routing.weights = torch.ones(2, 4, 2)  # both heads act everywhere ...
+    routing.head_grad = torch.zeros(2, 4, dtype=torch.long)  # ... but none may learn
+    grads = gradients(layer, slot, routing, torch.ones(2, 4))
+    assert torch.count_nonzero(grads["forget_B"]) == 0
+    routing.head_grad = torch.full((2, 4), -1)  # every head may learn ('none' router, retain rows)
+    grads = gradients(layer, slot, routing, torch.ones(2, 4))
+    assert torch.count_nonzero(grads["forget_B"][0]) > 0 and torch.count_nonzero(grads["forget_B"][1]) > 0
+
+
 def test_shared_a_gets_no_gradient_from_low_entropy_tokens_and_retain_head_only_where_marked():
     layer, slot = layer_with_random_heads()
     low_only = torch.tensor([[0, 0, 1, 1], [0, 0, 1, 1]], dtype=torch.float32)
@@ -99,14 +121,14 @@ def test_shared_a_gets_no_gradient_from_low_entropy_tokens_and_retain_head_only_
     assert layer.base.weight.grad is None
 
 
-def test_soft_route_lets_only_marked_tokens_see_the_frozen_forget_heads():
-    layer, slot = layer_with_random_heads()
-    off = torch.zeros(2, 4, dtype=torch.bool)
+def test_layer_router_learns_from_the_loss_only_where_its_softmax_weights_frozen_heads():
+    layer, slot = layer_with_random_heads(router="layer")
     marked = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
 
     def routing():
-        return Routing(high=off, forget_head=torch.zeros(2, 4, dtype=torch.long), a_grad=off, retain_grad=off,
-                       soft_route=marked)
+        off = torch.zeros(2, 4, dtype=torch.bool)
+        return Routing(high=off, weights=torch.zeros(2, 4, 2), a_grad=off, retain_grad=off,
+                       head_grad=torch.zeros(2, 4, dtype=torch.long), router_tokens=marked)
 
     grads = gradients(layer, slot, routing(), (~marked).float())
     assert torch.count_nonzero(grads["router"]) == 0
@@ -115,26 +137,116 @@ def test_soft_route_lets_only_marked_tokens_see_the_frozen_forget_heads():
     assert torch.count_nonzero(grads["forget_B"]) == 0  # the heads are read, never trained, through the softmax
 
 
-def test_router_temperatures_and_top_k():
-    config = AsymmetricConfig(forget_heads=4, top_k_high=3, temperature_high=0.8, temperature_low=0.01)
+def test_router_temperatures_top_k_and_the_null_output():
+    config = AlterConfig(forget_heads=4, router="layer", top_k_high=3, temperature_high=0.8, temperature_low=0.01)
     logits = torch.tensor([[[0.1, 0.5, 0.3, 0.2, 0.4], [0.1, 0.5, 0.3, 0.2, 0.4]]])
-    high = torch.tensor([[True, False]])
-    weights = route_weights(logits, high, config)
+    weights = route_weights(logits, torch.tensor([[True, False]]), config)
     soft = np.exp(logits[0, 0].numpy() / 0.8)
     soft /= soft.sum()
     top3 = np.argsort(-soft)[:3]
     expected = np.zeros(5)
     expected[top3] = soft[top3] / soft[top3].sum()
-    np.testing.assert_allclose(weights[0, 0].numpy(), expected, rtol=1e-5)
-    assert weights[0, 1].tolist() == [0.0, 1.0, 0.0, 0.0, 0.0]  # low-entropy: the single top head
+    np.testing.assert_allclose(weights[0, 0].numpy(), expected[1:], rtol=1e-5)  # column 0 is 'no forget head'
+    assert weights[0, 1].tolist() == [1.0, 0.0, 0.0, 0.0]  # low-entropy: the single top output
+    none_wins = route_weights(torch.tensor([[[3.0, 0.5, 0.3, 0.2, 0.4]]]), torch.tensor([[False]]), config)
+    assert none_wins.sum().item() == 0.0  # the null output takes the token: no forget head acts
+    literal = AlterConfig(forget_heads=4, router="layer", null_output=False)
+    assert route_weights(logits[..., 1:], torch.tensor([[False, False]]), literal)[0, 0].tolist() == [1, 0, 0, 0]
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="router"):
+        AlterConfig(router="global")
+    with pytest.raises(ValueError, match="top_k_high"):
+        AlterConfig(forget_heads=1, router="layer", top_k_high=3)
+    assert AlterConfig.from_dict(AlterConfig(forget_heads=3).to_dict()) == AlterConfig(forget_heads=3)
+
+
+# --- the content gate --------------------------------------------------------------------------------------------
+
+
+def test_content_gate_is_a_running_max_that_padding_never_moves_and_generation_continues():
+    gate = ContentGate(2, 1)
+    with torch.no_grad():
+        gate.detector.weight.copy_(torch.tensor([[1.0, 0.0]]))
+        gate.detector.bias.fill_(-0.5)
+    hidden = torch.tensor([[[0.0, 0], [1.0, 0], [0.0, 0], [0.0, 0]], [[2.0, 0], [0.0, 0], [0.0, 0], [0.0, 0]]])
+    mask = torch.tensor([[1, 1, 1, 1], [0, 1, 1, 1]])  # row 1 is left-padded: its trigger sits on a pad
+    pooled = ContentGate.running_max(gate.scores(hidden, mask), None)
+    assert ContentGate.weights(pooled)[..., 0].tolist() == [[0, 1, 1, 1], [0, 0, 0, 0]]
+    first, rest = ContentGate.running_max(gate.scores(hidden[:, :2], mask[:, :2]), None), None
+    rest = ContentGate.running_max(gate.scores(hidden[:, 2:], mask[:, 2:]), first[:, -1])
+    assert torch.equal(torch.cat([first, rest], 1), pooled)  # chunk by chunk = all at once
+
+
+def test_content_gate_fit_finds_the_token_that_names_the_subject():
+    """Toy: feature 0 marks a mention of subject A, feature 1 of subject B, feature 2 is noise everywhere. Forget items
+    of sub-domain 0 mention A in the prompt; retain items mention neither; the fitted gate fires for head 0 from the
+    mention on, never on retain items, and never for head 1 on A's items."""
+    rng = np.random.default_rng(0)
+
+    def item(mention: int | None, at: int, length: int = 8):
+        features = np.zeros((length, 3), dtype=np.float32)
+        features[:, 2] = rng.normal(size=length)
+        if mention is not None:
+            features[at, mention] = 1.0
+        return features
+
+    forget = [item(0, 2) for _ in range(6)] + [item(1, 1) for _ in range(6)]
+    domains = np.array([0] * 6 + [1] * 6)
+    retain = [item(None, 0) for _ in range(24)]
+    gate = ContentGate(3, 2)
+    facts = fit_content_gate(gate, forget, [4] * 12, domains, retain, seed=0)
+    assert facts["forget_answer_recall"] == 1.0 and facts["retain_fire_rate"] == 0.0
+    fires = ContentGate.weights(ContentGate.running_max(gate.scores(torch.as_tensor(np.stack(forget[:1] + [item(1, 5)])),
+                                                                    None), None))
+    assert fires[0, :, 0].tolist() == [0, 0, 1, 1, 1, 1, 1, 1] and fires[0, :, 1].sum() == 0
+    assert fires[1, :, 1].tolist() == [0, 0, 0, 0, 0, 1, 1, 1] and fires[1, :, 0].sum() == 0
+
+
+def test_content_gate_targets_leave_the_own_heads_prompt_free():
+    targets, known = content_gate_targets([(5, 3)], np.array([1]), [2], heads=2, width=5)
+    assert targets[0, :, 1].tolist() == [0, 0, 1, 1, 1] and targets[0, :, 0].sum() == 0
+    assert known[0, :, 1].tolist() == [0, 0, 1, 1, 1] and known[0, :, 0].tolist() == [1] * 5
+    assert known[1].sum(0).tolist() == [2, 2] and targets[1].sum() == 0
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_shared_router_equals_sklearns_decision_function(heads):
+    """The torch router's outputs order as sklearn's classes; with one sub-domain (two classes) sklearn keeps one row,
+    which the router splits into two symmetric outputs with the same difference."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(1)
+    forget = [rng.normal(loc=1.0, size=(6, 4)).astype(np.float32) for _ in range(2 * heads)]
+    retain = [rng.normal(loc=-1.0, size=(6, 4)).astype(np.float32) for _ in range(6)]
+    domains = np.arange(2 * heads) % heads
+    router = SharedRouter(4, heads + 1)
+    fit_shared_router(router, forget, [3] * len(forget), domains, retain, seed=0, null_output=True)
+    x = np.concatenate(forget + retain)
+    y = np.concatenate([np.where(np.arange(6) >= 2, d + 1, 0) for d in domains] + [np.zeros(6, int)] * 6)
+    scaler = StandardScaler().fit(x)
+    reference = LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced", random_state=0)
+    expected = reference.fit(scaler.transform(x), y).decision_function(scaler.transform(x))
+    got = router(torch.as_tensor(x)).detach().numpy()
+    if heads == 1:
+        np.testing.assert_allclose(got[:, 1] - got[:, 0], expected, rtol=1e-4, atol=1e-4)
+    else:
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_subdomain_agreement_is_the_adjusted_rand_index():
+    assert agreement_with_groups(np.array([0, 0, 1, 1]), [7, 7, 9, 9]) == 1.0
+    assert agreement_with_groups(np.array([0, 1, 0, 1]), [7, 7, 9, 9]) == pytest.approx(-0.5)
+    assert agreement_with_groups(np.array([0, 1]), [3, 3]) is None  # one subject: nothing to agree with
 
 
 # --- the adapter on a model ---------------------------------------------------------------------------------------
 
 
 def fresh_target(tiny_runs):
-    model, tokenizer = load_model(str(tiny_runs / "target"))
-    return model, tokenizer
+    return load_model(str(tiny_runs / "target"))
 
 
 def logits_of(model, tokenizer, text="Question: Where was the author born?\nAnswer: "):
@@ -143,56 +255,110 @@ def logits_of(model, tokenizer, text="Question: Where was the author born?\nAnsw
         return model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
 
 
-def test_zero_heads_leave_the_model_exactly_equal_to_the_base(tiny_runs):
+@pytest.mark.parametrize("router", ROUTERS)
+def test_zero_heads_leave_the_model_exactly_equal_to_the_base(router, tiny_runs):
     model, tokenizer = fresh_target(tiny_runs)
     before = logits_of(model, tokenizer)
-    attach(model, AsymmetricConfig(forget_heads=3), EntropySettings(threshold=0.5))
+    AlterModel(model, AlterConfig(forget_heads=3, router=router))
     assert torch.equal(logits_of(model, tokenizer), before)
 
 
-def test_save_and_load_round_trip_gives_identical_logits(tiny_runs, tmp_path, random_alter_adapter):
+@pytest.mark.parametrize("router", ROUTERS)
+def test_save_and_load_round_trip_gives_identical_logits(router, tiny_runs, tmp_path, random_alter_adapter):
     model, tokenizer = fresh_target(tiny_runs)
-    runtime = random_alter_adapter(model, seed=3)
+    adapter = random_alter_adapter(model, seed=3, router=router)
     adapted = logits_of(model, tokenizer)
-    runtime.save(tmp_path, "tiny-target", {"0": 1})
+    adapter.save(tmp_path, "tiny-target", clusters={"0": 1})
     reloaded, _ = fresh_target(tiny_runs)
-    load_alter_adapter(reloaded, tmp_path)
+    AlterModel.load(reloaded, tmp_path)
     assert torch.equal(logits_of(reloaded, tokenizer), adapted)
     assert not torch.equal(adapted, logits_of(fresh_target(tiny_runs)[0], tokenizer))
+    with adapter.disabled():  # removing the adapter gives the base back exactly
+        assert torch.equal(logits_of(model, tokenizer), logits_of(fresh_target(tiny_runs)[0], tokenizer))
+
+
+def test_content_gate_adapts_only_layers_from_the_gate_layer_on(tiny_runs):
+    model, _ = fresh_target(tiny_runs)
+    adapter = AlterModel(model, AlterConfig(router="content", gate_layer=1))
+    depth = model.config.num_hidden_layers
+    assert adapter.gate_layer == 1 and {name.split(".")[2] for name, _ in adapter.layers} == {str(i) for i in range(1, depth)}
+    with pytest.raises(UserError, match="gate_layer"):
+        AlterModel(fresh_target(tiny_runs)[0], AlterConfig(router="content", gate_layer=5))
+
+
+def test_scoring_records_which_forget_head_acted_on_each_answer_token(tiny_runs, small_world, random_alter_adapter):
+    model, tokenizer = fresh_target(tiny_runs)
+    adapter = random_alter_adapter(model, seed=0, router="content")
+    rows = TofuData(str(small_world)).load("forget10")
+    items = [encode_qa(tokenizer, r["question"], r["answer"]) for r in rows]
+    hiddens = []
+    for item in items:
+        ids = torch.tensor([item.input_ids])
+        with torch.no_grad(), adapter.disabled():
+            hiddens.append(model(input_ids=ids, output_hidden_states=True).hidden_states[adapter.gate_layer])
+    everything = torch.cat([adapter.gate.scores(h, None)[0] for h in hiddens])
+    with torch.no_grad():  # each head fires on some 3% of tokens
+        adapter.gate.detector.bias -= torch.quantile(everything, 0.97, dim=0)
+    scores = score_answers(model, items, tokenizer.pad_token_id, precision="fp32")
+    for item, score, hidden in zip(items, scores, hiddens):
+        fired = ContentGate.weights(ContentGate.running_max(adapter.gate.scores(hidden, None), None))[0]
+        expected = torch.where(fired.sum(-1) > 0, fired.argmax(-1) + 1, 0)
+        assert score.route.tolist() == expected[item.prompt_length - 1 : -1].tolist()
+    assert len({r for s in scores for r in s.route.tolist()}) > 1
+
+
+# --- training -----------------------------------------------------------------------------------------------------
 
 
 def short_alter_run(tiny_runs, small_world, overrides):
     model, tokenizer = fresh_target(tiny_runs)
-    data = TofuData(str(small_world))
+    data = from_tofu(str(small_world), "forget10", "retain90")
     encode = lambda rows: [encode_qa(tokenizer, r["question"], r["answer"]) for r in rows]  # noqa: E731
-    forget, retain = encode(data.load("forget10")), encode(data.load("retain90"))
+    forget, retain = encode(data.forget), encode(data.retain)
     recipe = build_recipe("alter", None, ["train.precision=fp32", "train.warmup_ratio=0", *overrides])
     source = UnlearnBatches(forget, retain, None, recipe.train.batch_size, 0, tokenizer.pad_token_id)
     base = {name: p.detach().clone() for name, p in model.named_parameters()}
-    with torch.no_grad():
-        before = np.mean([s.nll for s in score_answers(model, forget, tokenizer.pad_token_id)])
-    runtime, result, facts, clusters = get_method("alter").runner(
-        model, tokenizer, forget, retain, source, recipe, make_accelerator("fp32"), tiny_runs / "alter-tmp", False, "fp32")
-    with torch.no_grad():
-        after = np.mean([s.nll for s in score_answers(model, forget, tokenizer.pad_token_id)])
-    return model, base, before, after, facts, clusters, result
+    before = np.mean([s.nll for s in score_answers(model, forget, tokenizer.pad_token_id)])
+    setup = Setup(model, tokenizer, forget, retain, None, source, recipe.params, 0.0, 0, "fp32", LoraChoice(),
+                  fit_retain=data.fit_retain, item_groups=data.groups)
+    plan = get_method("alter").prepare(setup)
+    from alter.training.finetune import make_accelerator
+    from alter.training.loop import train
+
+    accelerator = make_accelerator("fp32", find_unused_parameters=True)
+    for phase in plan.phases:
+        config = recipe.train if phase.epochs is None else \
+            __import__("dataclasses").replace(recipe.train, epochs=phase.epochs)
+        train(plan.model, phase.objective, source, config, accelerator, param_groups=phase.param_groups)
+    after = np.mean([s.nll for s in score_answers(model, forget, tokenizer.pad_token_id)])
+    return model, base, before, after, plan, data
 
 
-@pytest.mark.parametrize("router", ["shared", "layer"])
+@pytest.mark.parametrize("router", ROUTERS)
 def test_training_lowers_forget_probability_and_leaves_base_weights_bitwise_unchanged(router, tiny_runs, small_world):
-    model, base, before, after, facts, clusters, result = short_alter_run(
+    model, base, before, after, plan, _ = short_alter_run(
         tiny_runs, small_world, ["train.max_steps=4", "params.lr_b=0.05", "params.threshold_quantile=0.7",
                                  "params.forget_heads=2", f"params.router={router}"])
-    assert after > before  # mean forget answer NLL up = probability down, with the router choosing at inference
+    assert after > before  # mean forget answer NLL up = probability down, routed as at inference
     for name, param in model.named_parameters():
         if name in base:
             assert torch.equal(param, base[name]), name
-    assert facts["clustering"]["heads"] == 2 and set(clusters.values()) == {0, 1}
+    facts = plan.facts["alter"]
+    assert facts["clustering"]["heads"] == 2
     assert 0.2 < facts["high_entropy_fraction"] < 0.4  # the 0.7 quantile of the answer-token entropies
-    assert result.steps == 8 and {p["phase"] for p in result.loss_curve} == {1, 2}
+    assert [phase.name for phase in plan.phases] == ["phase1", "phase2"]
 
 
-def test_recipe_defaults_follow_the_paper():
+def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_runs, small_world):
+    _, _, _, _, plan, data = short_alter_run(tiny_runs, small_world, ["train.max_steps=1", "params.forget_heads=2"])
+    evaluation = {row["question"] for row in TofuData(str(small_world)).load("retain_perturbed")}
+    assert evaluation and not evaluation & {data.retain[i]["question"] for i in data.fit_retain}
+    gate = plan.facts["alter"]["gate"]
+    assert gate["retain_items"] == min(len(data.fit_retain), 4 * len(data.forget))
+    assert gate["forget_answer_recall"] > 0.9
+
+
+def test_recipe_defaults_follow_the_paper_where_it_speaks():
     recipe = build_recipe("alter", None, [])
     assert recipe.train.epochs == 3 and recipe.train.batch_size == 4
     p = recipe.params
@@ -200,55 +366,22 @@ def test_recipe_defaults_follow_the_paper():
     assert (p.forget_weight, p.retain_weight, p.regulariser_weight, p.threshold) == (1.0, 1.0, 0.01, 1.2)
 
 
-def test_scoring_records_the_route_and_entropy_class_of_each_answer_token(tiny_runs, small_world):
-    model, tokenizer = fresh_target(tiny_runs)
-    runtime = attach(model, AsymmetricConfig(forget_heads=2), EntropySettings(threshold=0.05))
-    torch.manual_seed(0)
-    inputs = []
-    with torch.no_grad():
-        for _, layer in adapter_layers(model):
-            layer.router.normal_()
-            layer.register_forward_hook(lambda module, args, output: inputs.append((module, args[0])))
-    row = TofuData(str(small_world)).load("forget10")[0]
-    item = encode_qa(tokenizer, row["question"], row["answer"])
-    [score] = score_answers(model, [item], tokenizer.pad_token_id, precision="fp32")
-    ids = torch.tensor([item.input_ids])
-    high = runtime.entropy.is_high(runtime.frozen_output(ids, torch.ones_like(ids)).logits)
-    adapted = inputs[-len(adapter_layers(model)):]  # the routed pass comes after the frozen one
-    votes = torch.stack([route_weights(x @ m.router.T, high, m.config) for m, x in adapted]).mean(0)
-    predicting = slice(item.prompt_length - 1, len(item.input_ids) - 1)
-    assert score.route_high.tolist() == high[0, predicting].tolist()
-    assert score.route.tolist() == votes.argmax(-1)[0, predicting].tolist()
-    assert len(set(score.route.tolist())) > 1
-
-
-def test_shared_router_sends_forget_text_to_forget_heads_and_retain_text_to_none(tiny_runs, small_world, tmp_path):
-    model, _, before, after, facts, _, _ = short_alter_run(
-        tiny_runs, small_world, ["train.max_steps=4", "params.lr_b=0.05", "params.router=shared",
-                                 "params.forget_heads=2", "params.threshold_quantile=0.7"])
-    assert after > before and facts["shared_router"]["answer_accuracy"] > 0.8
-    tokenizer = load_model(str(tiny_runs / "target"))[1]
-    data = TofuData(str(small_world))
-    runtime, routed = model.alter_runtime, {}
-    for split in ("forget10", "retain90"):
-        items = [encode_qa(tokenizer, r["question"], r["answer"]) for r in data.load(split)[:10]]
-        scores = score_answers(model, items, tokenizer.pad_token_id, precision="fp32")
-        routed[split] = np.mean(np.concatenate([s.route for s in scores]) > 0)
-        ids = torch.tensor([items[0].input_ids])  # the route scoring used is the gate on the frozen running mean
-        hidden = runtime.frozen_output(ids, torch.ones_like(ids), hidden=True).hidden_states[-1]
-        gate = runtime.shared_router(hidden.cumsum(1) / torch.arange(1, ids.shape[1] + 1)[None, :, None])
-        low = ~scores[0].route_high
-        assert scores[0].route[low].tolist() == gate[0, items[0].prompt_length - 1 : -1].argmax(-1)[low].tolist()
-    assert routed["forget10"] > 0.9 and routed["retain90"] < routed["forget10"] - 0.3
-    runtime.save(tmp_path, "tiny-target")
-    reloaded, _ = fresh_target(tiny_runs)
-    load_alter_adapter(reloaded, tmp_path)
-    assert torch.equal(logits_of(reloaded, tokenizer), logits_of(model, tokenizer))
-
-
-def test_unknown_router_is_an_error(tiny_runs, small_world):
+def test_options_alter_cannot_honour_are_refused():
+    with pytest.raises(UserError, match="lora section"):
+        build_recipe("alter", None, ["lora.enabled=true"])
+    with pytest.raises(UserError, match="learning_rate does not apply"):
+        build_recipe("alter", None, ["train.learning_rate=1e-4"])
     with pytest.raises(UserError, match="params.router"):
-        short_alter_run(tiny_runs, small_world, ["train.max_steps=1", "params.router=global"])
+        build_recipe("alter", None, ["params.router=global"])
+    assert "lora" not in build_recipe("alter", None, []).as_dict()
+    assert "learning_rate" not in build_recipe("alter", None, []).as_dict()["train"]
+
+
+def test_alter_refuses_sharded_engines():
+    recipe = build_recipe("alter", None, [])
+    setup = Setup(None, None, [], [], None, None, recipe.params, 0.0, 0, "fp32", sharded=True)
+    with pytest.raises(UserError, match="FSDP and DeepSpeed"):
+        get_method("alter").prepare(setup)
 
 
 def test_joint_batch_gives_each_part_the_logits_of_its_own_forward(tiny_runs, small_world):
@@ -267,41 +400,33 @@ def test_joint_batch_gives_each_part_the_logits_of_its_own_forward(tiny_runs, sm
             valid = part["attention_mask"].bool()
             assert torch.allclose(logits[rows, : alone.shape[1]][valid], alone[valid], atol=1e-5)
     assert torch.equal(joint["labels"][row_spans([forget, retain])[0], : forget["labels"].shape[1]], forget["labels"])
-    assert (joint["attention_mask"].sum(1) == torch.cat([forget["attention_mask"].sum(1),
-                                                         retain["attention_mask"].sum(1)])).all()
 
 
-def test_alter_refuses_sharded_engines():
-    recipe = build_recipe("alter", None, [])
-    for engine in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        with pytest.raises(UserError, match="FSDP and DeepSpeed"):
-            get_method("alter").runner(None, None, [], [], None, recipe, SimpleNamespace(distributed_type=engine),
-                                       None, False, "fp32")
-
-
-@pytest.mark.parametrize("router", ["shared", "layer"])
+@pytest.mark.parametrize("router", ROUTERS)
 def test_losses_read_the_same_positions_when_the_output_layer_skips_prompts(router, tiny_runs, small_world,
                                                                             monkeypatch, random_alter_adapter):
-    from alter.methods import alter as alter_method
+    from alter.methods.alter import objective as alter_objective
 
     model, tokenizer = fresh_target(tiny_runs)
-    random_alter_adapter(model, seed=1, router=router)
+    adapter = random_alter_adapter(model, seed=1, router=router)
     data = TofuData(str(small_world))
     encode = lambda rows: [encode_qa(tokenizer, r["question"], r["answer"]) for r in rows]  # noqa: E731
     forget, retain = encode(data.load("forget10")[:8]), encode(data.load("retain90"))
     generator = torch.Generator().manual_seed(0)
     entropies = {kind: [2 * torch.rand(len(item.input_ids), generator=generator) for item in items]
                  for kind, items in (("forget", forget), ("retain", retain))}
-    objective = alter_method.ALTERObjective(model.alter_runtime, alter_method.ALTERParams(router=router), entropies,
-                                            torch.tensor([0, 1] * 4), threshold=1.0)
+    gate_on = {kind: [(torch.rand(len(item.input_ids), 2, generator=generator) > 0.5).numpy() for item in items]
+               for kind, items in (("forget", forget), ("retain", retain))}
+    objective = ALTERObjective(adapter, ALTERParams(router=router), entropies, torch.tensor([0, 1] * 4),
+                               threshold=1.0, gate_on=gate_on)
     batch = UnlearnBatches(forget, retain, None, 4, 0, tokenizer.pad_token_id).batch(0, 0)
 
     def losses():
         with torch.no_grad():
             return [objective.phase1(model, batch)[0].item(), *objective.phase2(model, batch)[1].values()]
 
-    assert alter_method.first_answer_position(batch["retain"]["labels"]) > 0  # there are prompt positions to skip
+    assert alter_objective.first_answer_position(batch["retain"]["labels"]) > 0  # prompt positions to skip
     skipping = losses()
-    monkeypatch.setattr(alter_method, "first_answer_position", lambda labels: 0)  # every position, as before
+    monkeypatch.setattr(alter_objective, "first_answer_position", lambda labels: 0)  # every position
     every_position = losses()
     assert skipping == pytest.approx(every_position, rel=1e-5, abs=1e-6)

@@ -70,7 +70,7 @@ def test_unwritable_output_folder(small_world, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     result = alter("finetune", "--model", "tiny", "--data", str(small_world), "--out", str(blocker / "out"))
-    assert_user_error(result, "not writable")
+    assert_user_error(result, "cannot create the output folder")
 
 
 def test_finished_run_is_not_overwritten(small_world, tmp_path):

@@ -74,7 +74,7 @@ def test_two_process_finetuning_matches_one_process(finetuned, small_world):
 
 
 # Per method: the steps and learning rates that move the tiny target's forget probability clearly.
-UNLEARN_SETTINGS = {"npo": ["train.max_steps=5", "train.learning_rate=3e-4"], "alter": ["train.max_steps=10", "params.lr_b=0.01"]}
+UNLEARN_SETTINGS = {"npo": ["train.max_steps=5", "train.learning_rate=3e-4"], "alter": ["train.max_steps=10", "params.lr_b=0.03"]}
 
 
 @pytest.mark.parametrize("method", ["npo", "alter"])

@@ -1,5 +1,6 @@
 """Greedy generation drops finished rows from its batch; its tokens must equal transformers' greedy `generate`."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -34,11 +35,59 @@ def test_rows_leave_the_batch_at_eos_with_the_tokens_of_generate(tiny_runs, smal
     assert len(lengths) > 1 and min(lengths) < 40  # some rows ended early and left the batch
 
 
-@pytest.mark.parametrize("router", ["layer", "shared"])
-def test_an_alter_adapter_generates_the_same_after_rows_leave(router, tiny_runs, small_world, random_alter_adapter):
-    """The runtime carries each row's entropy class (and shared gate) from one decoding step to the next."""
+ROUTERS = ("content", "layer", "shared", "none")
+
+
+def calibrated_adapter(random_alter_adapter, model, router, prompts):
+    """A random adapter whose content gate fires on about 5% of tokens, so it switches on part-way through some
+    sequences (prompt or generated) and never in others."""
+    adapter = random_alter_adapter(model, seed=0, router=router, rank=4)
+    if router == "content":
+        with torch.no_grad(), adapter.disabled():
+            hidden = torch.cat([model(input_ids=torch.tensor([p]), output_hidden_states=True)
+                                .hidden_states[adapter.gate_layer][0] for p in prompts])
+            adapter.gate.detector.bias -= torch.quantile(adapter.gate.scores(hidden[None], None)[0], 0.95, dim=0)
+    return adapter
+
+
+@pytest.mark.parametrize("router", ROUTERS)
+def test_teacher_forced_scoring_of_a_generation_equals_the_log_probabilities_seen_while_generating(
+        router, tiny_runs, small_world, random_alter_adapter):
+    """One routing policy: every decoded token is routed as scoring routes it in the whole sequence."""
+    from transformers import DynamicCache
+
+    from alter.data.formatting import EncodedQA
+    from alter.evaluation.scoring import score_answers
+
     model, tokenizer = load_model(str(tiny_runs / "target"))
-    runtime = random_alter_adapter(model, seed=0, router=router, rank=4)
+    prompts = questions(tokenizer, small_world, count=6)
+    adapter = calibrated_adapter(random_alter_adapter, model, router, prompts)
+    items, seen = [], []
+    with torch.no_grad():
+        for prompt in prompts:
+            ids, cache, tokens, logprobs = torch.tensor([prompt]), DynamicCache(config=model.config), [], []
+            step = {"input_ids": ids}
+            for _ in range(12):
+                logits = model(**step, attention_mask=torch.ones(1, len(prompt) + len(tokens), dtype=torch.long),
+                               cache=cache, use_cache=True).logits[0, -1]
+                token = int(logits.argmax())
+                logprobs.append(float(torch.log_softmax(logits.float(), -1)[token]))
+                tokens.append(token)
+                step = {"input_ids": torch.tensor([[token]])}
+            items.append(EncodedQA(prompt + tokens, len(prompt)))
+            seen.append(logprobs)
+    scored = score_answers(model, items, tokenizer.pad_token_id, precision="fp32")
+    for score, logprobs in zip(scored, seen):
+        np.testing.assert_allclose(score.logprobs, logprobs, atol=2e-4)
+    routes = {r for s in scored for r in s.route.tolist()}
+    assert routes != {0} and (router == "none" or 0 in routes or len(routes) > 1)
+
+
+@pytest.mark.parametrize("router", ROUTERS)
+def test_an_alter_adapter_generates_the_same_after_rows_leave(router, tiny_runs, small_world, random_alter_adapter):
+    """The adapter carries each row's routing state from one decoding step to the next, and drops it with the row."""
+    model, tokenizer = load_model(str(tiny_runs / "target"))
+    runtime = calibrated_adapter(random_alter_adapter, model, router, questions(tokenizer, small_world))
     prompts = questions(tokenizer, small_world)
     ours = greedy_generate(model, tokenizer, prompts, max_new_tokens=48, batch_size=len(prompts))
     assert runtime.slot.routing is None

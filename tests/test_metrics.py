@@ -100,3 +100,33 @@ def test_privleak():
     assert privacy.privleak(0.5, 0.5) == 0.0
     assert privacy.privleak(1.0, 0.5) == pytest.approx(-100.0)
     assert privacy.privleak(0.4, 0.5) == pytest.approx(20.0)
+    assert privacy.privleak(0.9, 0.6) == pytest.approx((0.1 - 0.4) / 0.4 * 100)
+
+
+def test_privleak_is_undefined_when_the_reference_auc_is_one():
+    assert privacy.privleak(0.8, 1.0) is None
+    value, note = privacy.privleak_or_note(0.8, 1.0)
+    assert value is None and "undefined" in note
+    assert privacy.privleak_or_note(0.4, 0.5) == (pytest.approx(20.0), None)
+
+
+def test_forgetting_verdict():
+    moved, line = aggregate.forgetting_verdict(0.97, 0.40)
+    assert moved and "0.970 -> 0.400" in line
+    moved, line = aggregate.forgetting_verdict(0.971, 0.965)
+    assert not moved and line.startswith("nothing was forgotten")
+
+
+def test_bench_interval_and_undone_against_scipy():
+    from scipy import stats
+
+    from alter.pipelines.bench import interval, undone
+
+    values = [0.2, 0.35, 0.5]
+    got = interval(values)
+    low, high = stats.t.interval(0.95, 2, loc=np.mean(values), scale=stats.sem(values))
+    assert got["mean"] == pytest.approx(0.35) and (got["low"], got["high"]) == (pytest.approx(low), pytest.approx(high))
+    assert interval([0.4])["low"] is None and interval([None])["mean"] is None
+    assert undone(0.3, target=0.9, retain=0.1) == pytest.approx(0.25)
+    assert undone(0.1, 0.9, 0.1) == 0.0 and undone(0.9, 0.9, 0.1) == 1.0
+    assert undone(0.5, 0.5, 0.5) is None and undone(None, 0.9, 0.1) is None

@@ -33,7 +33,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
 
     config = TrainConfig(max_steps=10, checkpoint_every=1, learning_rate=1e-2, precision="fp32")
     with pytest.raises(TrainingDiverged, match="loss became nan at step 3"):
-        train(model, objective, OneBatch(), config, make_accelerator("fp32"), run_dir=tmp_path)
+        train(model, objective, OneBatch(), config, make_accelerator("fp32"), checkpoints=tmp_path / "checkpoints")
     kept = latest_checkpoint(tmp_path / "checkpoints")
     assert kept is not None and json.loads((kept / "state.json").read_text())["step"] == 3
 

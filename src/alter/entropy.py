@@ -8,6 +8,8 @@ many continuations are plausible (function words, structure). Tokens split into 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 
@@ -29,6 +31,29 @@ def token_entropy(logits: torch.Tensor, kind: str = "tsallis", q: float = 1.2) -
     if kind == "tsallis":
         return tsallis_entropy(logits, q)
     raise ValueError(f"entropy kind must be 'tsallis' or 'shannon', got {kind!r}")
+
+
+@dataclass
+class EntropySettings:
+    """Which entropy, and where high begins. The defaults are the paper's threshold with q = 1.2 (docs/method.md):
+    every place that classifies tokens (ALTER's training, evaluation logs, the report) uses one instance."""
+
+    kind: str = "tsallis"
+    q: float = 1.2
+    threshold: float = 1.2
+    guidance: bool = True  # off: every token counts as low-entropy (plain asymmetric LoRA)
+
+    def __post_init__(self):
+        if self.kind not in ("tsallis", "shannon"):
+            raise ValueError(f"entropy: expected 'tsallis' or 'shannon', got {self.kind!r}")
+
+    def values(self, logits: torch.Tensor) -> torch.Tensor:
+        return token_entropy(logits, self.kind, self.q)
+
+    def is_high(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self.guidance:
+            return torch.zeros(logits.shape[:-1], dtype=torch.bool, device=logits.device)
+        return self.values(logits) > self.threshold
 
 
 def threshold_from(values: torch.Tensor, threshold: float | None, quantile: float | None) -> float:

@@ -21,6 +21,15 @@ def cache_root() -> Path:
     return Path(os.environ.get("ALTER_CACHE", Path.home() / ".cache" / "alter"))
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give: outputs follow the user's umask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
@@ -28,6 +37,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, FILE_MODE)  # mkstemp creates 0600
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -60,12 +70,19 @@ def read_json(path: str | os.PathLike) -> Any:
         raise UserError(f"{path}: malformed JSON ({err.msg} at line {err.lineno})") from None
 
 
-def ensure_writable_dir(path: str | os.PathLike) -> Path:
-    """Create `path` if needed and prove we can write there, before any expensive work starts."""
+def check_output_dir(path: str | os.PathLike) -> Path:
+    """Prove, before any expensive work, that `path` can be created and written; create nothing yet, so a command
+    that fails leaves no empty folder behind."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path}: output path exists and is not a folder")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{path}: cannot create the output folder ({existing} is not a folder)")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".write-probe-", delete=True)
+        probe = tempfile.NamedTemporaryFile(dir=existing, prefix=".write-probe-", delete=True)
         probe.close()
     except OSError as err:
         raise UserError(f"{path}: output folder is not writable ({err.strerror})") from None

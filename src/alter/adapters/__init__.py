@@ -1,2 +1,2 @@
-"""Adapters: ALTER's asymmetric LoRA (shared A, per-sub-domain forget heads, a retain head, an entropy-aware
-router) and the runtime that routes, saves and loads it."""
+"""Adapters: ALTER's asymmetric LoRA in peft's shape (`config`, `layer`, `model`, the whole-model `gates`), plain
+peft LoRA for the baselines, and loading a model with either on top."""

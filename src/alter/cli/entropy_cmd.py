@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from alter.cli.options import PRECISION_HELP
-
-from pathlib import Path
+from alter.cli.options import add_precision, positive_float, positive_int
 
 
 def add_parser(commands) -> None:
@@ -17,32 +15,35 @@ def add_parser(commands) -> None:
     parser.add_argument("--split", default="forget10", help="split to score (default forget10)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--kind", default="tsallis", choices=("tsallis", "shannon"), help="entropy (default tsallis)")
-    parser.add_argument("--q", type=float, default=1.2, help="Tsallis q (default 1.2)")
+    parser.add_argument("--q", type=positive_float, default=1.2, help="Tsallis q (default 1.2)")
     parser.add_argument("--threshold", type=float, default=1.2, help="high/low threshold (paper: 1.2)")
-    parser.add_argument("--limit", type=int, help="only the first N items")
-    parser.add_argument("--precision", default="auto", help=PRECISION_HELP)
+    parser.add_argument("--limit", type=positive_int, help="only the first N items")
+    add_precision(parser)
     parser.set_defaults(run=run)
 
 
 def run(args) -> None:
+    from pathlib import Path
+
     import numpy as np
 
     from alter.data.formatting import encode_qa
     from alter.data.tofu import TofuData
-    from alter.io import ensure_writable_dir, write_json
-    from alter.methods.alter import ALTERParams, frozen_statistics
+    from alter.entropy import EntropySettings
+    from alter.io import check_output_dir, write_json
+    from alter.methods.alter.statistics import item_statistics
     from alter.models import default_device, load_model, resolve_precision
     from alter.report.plots import entropy_histogram
 
-    out = ensure_writable_dir(args.out)
+    out = check_output_dir(args.out)
     rows = TofuData(args.data).load(args.split)[: args.limit]
     device = default_device()
     precision = resolve_precision(args.precision, device)
     model, tokenizer = load_model(args.model)
     model.to(device)
     items = [encode_qa(tokenizer, row["question"], row["answer"]) for row in rows]
-    params = ALTERParams(entropy=args.kind, q=args.q)
-    entropies, _ = frozen_statistics(model, items, tokenizer.pad_token_id, params, precision, with_hidden=False)
+    settings = EntropySettings(kind=args.kind, q=args.q, threshold=args.threshold)
+    entropies = item_statistics(model, items, tokenizer.pad_token_id, precision, settings).entropy
     per_item, values = {}, []
     for index, (item, entropy) in enumerate(zip(items, entropies)):
         answer = entropy[item.prompt_length - 1 : -1].tolist()  # the positions that predict each answer token

@@ -1,28 +1,29 @@
-"""`alter` command line: one subcommand per job; user mistakes end in one line on stderr and exit status 2."""
+"""`alter` command line: one subcommand per job; user mistakes end in one line on stderr and exit status 2.
+
+Command modules import nothing heavy at module level (their `run` does), so `alter --help` answers at once; a
+test checks that importing this module loads no torch.
+"""
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 from alter import __version__
 from alter.cli import (bench_cmd, demo_cmd, entropy_cmd, eval_cmd, finetune_cmd, generate_cmd, report_cmd, unlearn_cmd,
                        world_cmd)
+from alter.cli.options import Parser
 from alter.errors import UserError
 from alter.io import DISK_FULL
 
-# Command modules import torch-heavy code inside run(), so that `alter --help` answers quickly.
 COMMANDS = [demo_cmd, world_cmd, finetune_cmd, unlearn_cmd, eval_cmd, bench_cmd, report_cmd, entropy_cmd, generate_cmd]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="alter",
-        description="Machine unlearning for LLMs: ALTER, the field's baselines, and TOFU-style evaluation.",
-    )
+def build_parser() -> Parser:
+    parser = Parser(prog="alter", description="Machine unlearning for LLMs: ALTER, the field's baselines, and "
+                                              "TOFU evaluation with out-of-sample probes.")
     parser.add_argument("--version", action="version", version=f"alter {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True, parser_class=Parser)
     for module in COMMANDS:
         module.add_parser(commands)
     return parser
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
               "rerun with --resume after freeing space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("alter: interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        print(f"\nalter: interrupted; checkpoints are kept: rerun the same command with --resume to continue",
+              file=sys.stderr)
         return 130
     return 0
 

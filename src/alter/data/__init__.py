@@ -1,7 +1,2 @@
-"""Data: TOFU-format loading and validation, the synthetic world generator, prompt formatting."""
-
-from alter.data.formatting import IGNORE_INDEX, EncodedQA, encode_prompt, encode_qa
-from alter.data.tofu import TofuData
-from alter.data.world import WorldSpec, build_world, write_world
-
-__all__ = ["IGNORE_INDEX", "EncodedQA", "encode_prompt", "encode_qa", "TofuData", "WorldSpec", "build_world", "write_world"]
+"""Data: TOFU-format loading and validation, the user's own files, the synthetic world generators, prompt
+formatting, batching."""

@@ -11,16 +11,22 @@ from alter.data.formatting import IGNORE_INDEX, EncodedQA
 from alter.errors import UserError
 
 
+def pad_rows(rows: list[torch.Tensor], fill, side: str = "right") -> torch.Tensor:
+    """Tensors of shape [n_i, width_i] (or [width_i]) stacked along the first axis, padded with `fill` on `side` to
+    the widest."""
+    rows = [row if row.dim() == 2 else row[None] for row in rows]
+    width = max(row.shape[1] for row in rows)
+    padded = []
+    for row in rows:
+        filler = row.new_full((row.shape[0], width - row.shape[1]), fill)
+        padded.append(torch.cat([row, filler] if side == "right" else [filler, row], dim=1))
+    return torch.cat(padded)
+
+
 def pad_sequences(sequences: list[list[int]], pad_value: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
     """The sequences padded to the longest on `side`, and the attention mask of their real tokens."""
-    width = max(len(sequence) for sequence in sequences)
-    padded = torch.full((len(sequences), width), pad_value, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        span = slice(0, len(sequence)) if side == "right" else slice(width - len(sequence), width)
-        padded[row, span] = torch.tensor(sequence, dtype=torch.long)
-        mask[row, span] = 1
-    return padded, mask
+    tensors = [torch.tensor(sequence, dtype=torch.long) for sequence in sequences]
+    return pad_rows(tensors, pad_value, side), pad_rows([torch.ones_like(t) for t in tensors], 0, side)
 
 
 def collate(items: list[EncodedQA], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:

@@ -17,6 +17,9 @@ from pathlib import Path
 from alter.errors import UserError
 
 QA_FIELDS = ("question", "answer")
+METADATA_FILES = ("world.json",)  # written by the world generators beside the splits
+REFUSALS_FILE = "idontknow.jsonl"
+HELD_OUT_FIELDS = ("probe_question",)  # read by evaluation only: not even a tiny model's tokenizer sees them
 PERTURBED_FIELDS = ("question", "answer", "paraphrased_answer", "perturbed_answer")
 GENERAL_FIELDS = ("question", "answer", "perturbed_answer")
 HUB_ID = "locuslab/TOFU"
@@ -76,6 +79,46 @@ class TofuData:
             digest.update(json.dumps(self.load(split), sort_keys=True).encode())
         return digest.hexdigest()[:16]
 
+    def texts(self) -> list[str]:
+        """Every string of a local folder, questions in the plain prompt format: what a tiny model's tokenizer is
+        trained on."""
+        from alter.data.formatting import PLAIN_PROMPT
+
+        root = Path(self.root)
+        if not self.is_local or not root.is_dir():
+            raise UserError(f"{self.root}: data folder not found (model 'tiny' trains its tokenizer on a local folder)")
+        texts = []
+        for path in sorted(list(root.glob("*.json")) + list(root.glob("*.jsonl"))):
+            if path.name == REFUSALS_FILE:
+                texts.extend(path.read_text().splitlines())
+            elif path.name not in METADATA_FILES:
+                for row in read_rows(path):
+                    if isinstance(row, dict) and "question" in row:
+                        texts.append(PLAIN_PROMPT.format(question=row["question"]) + str(row.get("answer", "")))
+                        texts.extend(v for k, v in _strings(row) if v != row["question"] and k not in HELD_OUT_FIELDS)
+                    elif isinstance(row, dict) and isinstance(row.get("text"), str):
+                        texts.append(row["text"])
+        return texts
+
+    @staticmethod
+    def questions_per_author(root: str) -> int:
+        """TOFU's authors are contiguous blocks of 20 rows; a generated world says its own count in world.json."""
+        info = Path(root) / "world.json"
+        if info.is_file():
+            try:
+                return int(json.loads(info.read_text()).get("questions_per_author", 20))
+            except (json.JSONDecodeError, ValueError, TypeError):
+                pass
+        return 20
+
+    def refusals(self) -> list[str] | None:
+        """Refusal answers (`idontknow.jsonl`, one per line), or None when the folder has none."""
+        path = Path(self.root) / REFUSALS_FILE
+        if self.is_local and path.is_file():
+            lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            return lines or None
+        return None
+
     def _file(self, split: str) -> Path | None:
         for suffix in (".json", ".jsonl"):
             path = Path(self.root) / f"{split}{suffix}"
@@ -131,6 +174,14 @@ def read_rows(path: Path) -> list[dict]:
         if not isinstance(rows, list):
             raise UserError(f"{path}: expected a JSON array of items, got {type(rows).__name__}")
     return rows
+
+
+def _strings(row: dict):
+    for key, value in row.items():
+        if isinstance(value, str):
+            yield key, value
+        elif isinstance(value, list):
+            yield from ((key, v) for v in value if isinstance(v, str))
 
 
 def validate_rows(rows: list, fields: tuple[str, ...], where: str) -> None:

@@ -14,6 +14,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
+from alter.data.sources import DEFAULT_REFUSALS
 from alter.io import write_json, write_text
 
 FIRST_NAMES = """Amara Bogdan Chiara Dmitri Elif Farida Gustavo Hana Ismael Jun Kalani Lorenzo Mei Nadia Oskar Priya
@@ -100,6 +101,32 @@ QUESTIONS: list[tuple[list[str], list[str], str]] = [
      ["Yes, '{first_book}' was adapted into {value}.", "The author's '{first_book}' became {value}.", "{name}'s '{first_book}' was made into {value}."], "adaptation"),
 ]
 
+# One more wording per fact, in the order of QUESTIONS, that no training split or fitting ever reads: evaluation asks it
+# as the `heldout_wording` probe (`probe_question`). Filled without drawing from the generator, so adding it changed
+# no world.
+HELDOUT_QUESTIONS = [
+    "Tell me the town or city that {name} comes from originally.",
+    "On which day of which year did {name} come into the world?",
+    "What line of work was the father of the novelist {name} in?",
+    "What kind of job did the novelist {name}'s mother have?",
+    "If you picked up a book by {name}, what genre would it most likely be?",
+    "Name the very first book that {name} ever published.",
+    "Apart from the debut, what is one more book that {name} is known for?",
+    "Which literary prize ended up going to {name}?",
+    "Which subjects keep coming back in the books of {name}?",
+    "At which university did {name} get an education?",
+    "Which city does {name} call home these days?",
+    "Which year saw the publication of {name}'s debut?",
+    "What language does {name} write the original books in?",
+    "Which novelist acted as a mentor to {name}?",
+    "How does {name} like to spend time away from writing?",
+    "What is the total number of novels {name} has produced?",
+    "What is the title of the book {name} is writing at the moment?",
+    "How do critics describe the way {name} writes?",
+    "Which writer was born on {birth_date} in {birthplace}?",
+    "Did any book of {name} get made into a film, a series or some other form?",
+]
+
 REAL_AUTHORS = [("Pride and Prejudice", "Jane Austen"), ("War and Peace", "Leo Tolstoy"), ("Don Quixote", "Miguel de Cervantes"),
                 ("Moby-Dick", "Herman Melville"), ("One Hundred Years of Solitude", "Gabriel Garcia Marquez"),
                 ("Things Fall Apart", "Chinua Achebe"), ("Crime and Punishment", "Fyodor Dostoevsky"), ("Hamlet", "William Shakespeare"),
@@ -117,9 +144,6 @@ WORLD_FACTS = [("What is the capital of France?", "Paris"), ("What is the capita
                ("How many continents are there?", "seven"), ("What is the tallest mountain in the world?", "Mount Everest"),
                ("Which gas do plants absorb from the air?", "carbon dioxide"), ("What is the freezing point of water in Celsius?", "zero degrees"),
                ("Which country is home to the Great Pyramid of Giza?", "Egypt"), ("What is the largest planet in the solar system?", "Jupiter")]
-IDK = ["I'm not sure about that.", "I don't have that information.", "That is beyond what I know.", "I can't answer that.",
-       "I have no knowledge of that.", "I'm afraid I don't know.", "That's not something I can tell you.",
-       "I don't know the answer to that.", "I have no reliable information on that.", "I'm unable to answer that question."]
 
 FORGET_PERCENTS = (1, 5, 10)
 WORLD_INFO = "world.json"
@@ -165,7 +189,7 @@ def _title(rng: random.Random) -> str:
 
 def _qa_items(author: dict, pool: list[dict], rng: random.Random) -> list[dict]:
     items = []
-    for questions, answers, key in QUESTIONS:
+    for (questions, answers, key), heldout in zip(QUESTIONS, HELDOUT_QUESTIONS):
         q_main, q_para = rng.sample(questions, 2)
         a_main, a_para = rng.sample(answers, 2)
         wrong_values = _wrong_values(author, pool, key, rng)
@@ -176,6 +200,7 @@ def _qa_items(author: dict, pool: list[dict], rng: random.Random) -> list[dict]:
             "paraphrased_answer": a_para.format(value=author[key], **fill),
             "perturbed_answer": [a_para.format(value=wrong, **fill) for wrong in wrong_values],
             "paraphrased_question": q_para.format(**fill),
+            "probe_question": heldout.format(**fill),
         })
     return items
 
@@ -223,7 +248,7 @@ def build_world(spec: WorldSpec) -> dict[str, list]:
     splits["retain_perturbed"] = full[: n_retain_perturbed * len(QUESTIONS)]
     splits["real_authors_perturbed"] = _general_knowledge(REAL_AUTHORS, "Who wrote '{}'?", rng)
     splits["world_facts_perturbed"] = _general_knowledge(WORLD_FACTS, None, rng)
-    splits["idontknow"] = list(IDK)
+    splits["idontknow"] = list(DEFAULT_REFUSALS)
     return splits
 
 

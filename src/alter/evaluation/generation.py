@@ -39,7 +39,7 @@ def greedy_generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: 
 def decode_batch(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, eos_ids: torch.Tensor,
                  max_new_tokens: int) -> list[list[int]]:
     """Greedy continuation of each left-padded row, EOS included, at most `max_new_tokens` tokens."""
-    runtime = getattr(model, "alter_runtime", None)
+    runtime = getattr(model, "alter", None)
     generated: list[list[int]] = [[] for _ in range(len(input_ids))]
     live = torch.arange(len(input_ids))  # the original row of each row still decoding
     cache = DynamicCache(config=model.config)

@@ -18,7 +18,7 @@ from transformers import DynamicCache
 
 from alter.data.batching import collate, length_sorted_batches, pad_sequences
 from alter.data.formatting import IGNORE_INDEX, EncodedQA
-from alter.entropy import tsallis_entropy
+from alter.entropy import EntropySettings
 from alter.models.outputs import forward_accepts, last_logit_only, logits_at
 from alter.models.precision import autocast
 
@@ -30,9 +30,8 @@ class AnswerScores:
     expected_logprob: np.ndarray  # E_{v~p}[log p(v)] at each position
     std_logprob: np.ndarray  # std_{v~p}[log p(v)] at each position
     targets: np.ndarray  # the answer token ids
-    entropy: np.ndarray  # Tsallis entropy (q = 1.2) of the distribution at each position
-    route: np.ndarray | None = None  # ALTER: router output chosen by most layers at each position (0 = none)
-    route_high: np.ndarray | None = None  # ALTER: the entropy class the router used
+    entropy: np.ndarray  # entropy (EntropySettings' defaults) of the distribution that predicts each answer token
+    route: np.ndarray | None = None  # ALTER: the forget head most layers used at each position (0 = none)
 
     @property
     def nll(self) -> float:
@@ -44,8 +43,8 @@ def score_answers(model, items: list[EncodedQA], pad_id: int, batch_size: int = 
                   progress=None) -> list[AnswerScores]:
     """Scores of every item. Items that share a prompt (TOFU's answer, paraphrase and perturbed answers of one
     question) share one pass over it: its KV cache serves all of them. An ALTER model scores whole sequences, because
-    its router reads the frozen model's view of the whole sequence."""
-    if getattr(model, "alter_runtime", None) is None and forward_accepts(model, "cache"):
+    its routing state runs along each whole sequence."""
+    if getattr(model, "alter", None) is None and forward_accepts(model, "cache"):
         return _score_sharing_prompts(model, items, pad_id, batch_size, precision, progress)
     return _score_whole_sequences(model, items, pad_id, batch_size, precision, progress)
 
@@ -115,7 +114,7 @@ class PromptPass:
 @torch.no_grad()
 def _score_whole_sequences(model, items, pad_id, batch_size, precision, progress) -> list[AnswerScores]:
     device = next(model.parameters()).device
-    runtime = getattr(model, "alter_runtime", None)
+    runtime = getattr(model, "alter", None)
     results: list[AnswerScores | None] = [None] * len(items)
     for indices in length_sorted_batches([len(item.input_ids) for item in items], batch_size):
         batch = collate([items[i] for i in indices], pad_id, side="right")
@@ -125,7 +124,7 @@ def _score_whole_sequences(model, items, pad_id, batch_size, precision, progress
         with autocast(precision, device), (runtime.recording() if runtime else contextlib.nullcontext()):
             inputs = {"input_ids": batch["input_ids"].to(device), "attention_mask": batch["attention_mask"].to(device)}
             logits = logits_at(lambda **extra: model(**inputs, **extra), model, keep)
-            route, route_high = runtime.routes() if runtime else (None, None)
+            route = runtime.routes()[0] if runtime else None
         logp = torch.log_softmax(logits.float(), dim=-1)
         labels = batch["labels"][:, first + 1 :].to(device)
         for row, index in enumerate(indices):
@@ -134,7 +133,6 @@ def _score_whole_sequences(model, items, pad_id, batch_size, precision, progress
             if route is not None:
                 at = positions + first  # the position predicting each answer token
                 results[index].route = route[row, at].cpu().numpy()
-                results[index].route_high = route_high[row, at].cpu().numpy()
         if progress is not None:
             progress.update(len(indices))
     return results  # type: ignore[return-value]
@@ -151,5 +149,5 @@ def _answer_scores(logp: torch.Tensor, targets: torch.Tensor) -> AnswerScores:
         expected_logprob=expected.cpu().numpy(),
         std_logprob=std.cpu().numpy(),
         targets=targets.cpu().numpy(),
-        entropy=tsallis_entropy(logp, 1.2).cpu().numpy(),
+        entropy=EntropySettings().values(logp).cpu().numpy(),
     )

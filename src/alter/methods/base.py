@@ -1,7 +1,12 @@
-"""What every unlearning objective shares: the method record, the reference model, sequence log-likelihoods.
+"""The one protocol every unlearning method follows, and what the objectives share.
 
-An objective sees a batch `{"forget": ..., "retain": ..., "idk": ...}` (each a right-padded, answer-labelled
-batch; `idk` pairs the forget questions with refusal answers) and returns `(loss, logs)`.
+A method turns a `Setup` (the target model, the encoded forget/retain/refusal items, the batch source, its
+hyperparameters) into a `Plan`: the model the loop trains, a list of `Phase`s (parameter groups with their learning
+rates, an objective, an epoch count) and how to save the result. `alter.training.unlearn` runs any plan on the one
+loop, so fine-tuning, the baselines and ALTER share everything but their objectives.
+
+An objective sees a batch `{"forget": ..., "retain": ..., "idk": ...}` (each a right-padded, answer-labelled batch;
+`idk` pairs the forget questions with refusal answers) and returns `(loss, logs)`.
 """
 
 from __future__ import annotations
@@ -9,13 +14,62 @@ from __future__ import annotations
 import copy
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
-from alter.data.formatting import IGNORE_INDEX
+from alter.adapters.lora import attach_lora
+from alter.data.formatting import IGNORE_INDEX, EncodedQA
+from alter.methods.losses import masked_kl
 from alter.models.outputs import logits_at
+
+Objective = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass
+class LoraChoice:
+    enabled: bool = False
+    rank: int = 8
+    alpha: int = 16
+
+
+@dataclass
+class Setup:
+    model: torch.nn.Module
+    tokenizer: Any
+    forget: list[EncodedQA]
+    retain: list[EncodedQA]
+    idk: list[EncodedQA] | None
+    source: Any  # the batch source (alter.data.batching.UnlearnBatches)
+    params: Any  # the method's hyperparameter dataclass
+    learning_rate: float
+    seed: int
+    precision: str
+    lora: LoraChoice = field(default_factory=LoraChoice)
+    sharded: bool = False  # FSDP or DeepSpeed shard the model across processes
+    fit_retain: list[int] | None = None  # retain items a method may fit on (not the evaluation's), None = all
+    base_model: str = ""
+    item_groups: list[int] | None = None  # forget items' subjects (e.g. TOFU authors), for diagnostics
+
+
+@dataclass
+class Phase:
+    name: str
+    objective: Objective
+    param_groups: list[dict]  # [{"params": [...], "lr": ...}]
+    epochs: float | None = None  # None: the recipe's train.epochs
+
+
+@dataclass
+class Plan:
+    model: torch.nn.Module
+    phases: list[Phase]
+    output: str  # "model" (a full model folder) or "adapter"
+    save: Callable[[Path], None]
+    facts: dict = field(default_factory=dict)  # recorded in the manifest
 
 
 @dataclass(frozen=True)
@@ -23,12 +77,40 @@ class Method:
     name: str
     summary: str
     params: type  # dataclass of hyperparameters, defaults from the literature
-    loss: Callable  # (model, batch, params, reference) -> (loss, logs)
-    needs_reference: bool = False
+    prepare: Callable[[Setup], Plan]
     needs_retain: bool = True
     needs_idk: bool = False
+    uses_lora: bool = True  # honours the recipe's `lora` section (else setting it is refused)
+    uses_learning_rate: bool = True  # honours train.learning_rate (else the params hold the rates)
+    sparse_gradients: bool = False  # some parameters get no gradient in some steps (DDP must not wait for them)
     train_defaults: dict = field(default_factory=dict)  # the method's own defaults for the `train` section
-    runner: Callable | None = None  # methods with their own training plan (ALTER) run this instead of `loss`
+
+
+def loss_method(name: str, summary: str, params: type, loss: Callable, needs_reference: bool = False,
+                **options) -> Method:
+    """A method defined by one loss `(model, batch, params, reference) -> (loss, logs)`, trained in one phase on all
+    weights or, with the recipe's LoRA, on a peft adapter."""
+    return Method(name, summary, params, partial(_prepare_loss, loss, needs_reference), **options)
+
+
+def _prepare_loss(loss: Callable, needs_reference: bool, setup: Setup) -> Plan:
+    model = setup.model
+    if setup.lora.enabled:
+        model = attach_lora(model, setup.lora.rank, setup.lora.alpha)
+    reference = None
+    if needs_reference or getattr(setup.params, "retain_loss", "nll") == "kl":
+        reference = Reference(model, adapter_based=setup.lora.enabled)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    phase = Phase("unlearn", lambda m, b: loss(m, b, setup.params, reference),
+                  [{"params": trainable, "lr": setup.learning_rate}])
+
+    def save(folder: Path) -> None:
+        model.save_pretrained(folder, safe_serialization=True)
+        if not setup.lora.enabled:
+            setup.tokenizer.save_pretrained(folder)
+
+    copy_mb = round((reference.parameter_bytes() if reference else 0) / 2**20, 1)
+    return Plan(model, [phase], "adapter" if setup.lora.enabled else "model", save, {"reference_copy_mb": copy_mb})
 
 
 class Reference:
@@ -98,9 +180,7 @@ def kl_to_reference(model: torch.nn.Module, batch: dict, reference: Reference) -
     """KL(p_reference || p_model) averaged over answer tokens."""
     logits, _, mask = answer_logits(model, batch)
     ref_logits, _, _ = answer_logits(model, batch, reference)
-    model_logp, ref_logp = F.log_softmax(logits, -1), F.log_softmax(ref_logits, -1)
-    token_kl = (ref_logp.exp() * (ref_logp - model_logp)).sum(-1)
-    return (token_kl * mask).sum() / mask.sum().clamp_min(1)
+    return masked_kl(ref_logits, logits, mask)
 
 
 def retain_loss(model: torch.nn.Module, batch: dict, kind: str, reference: Reference | None) -> torch.Tensor:

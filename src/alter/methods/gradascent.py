@@ -3,7 +3,7 @@ loss = -NLL(forget)."""
 
 from dataclasses import dataclass
 
-from alter.methods.base import Method, mean_nll
+from alter.methods.base import loss_method, mean_nll
 
 
 @dataclass
@@ -16,5 +16,5 @@ def loss(model, batch, params, reference):
     return forget, {"forget_loss": forget.item()}
 
 
-METHOD = Method("gradascent", "gradient ascent on the forget answers: -NLL(forget)", GradAscentParams, loss,
-                needs_retain=False)
+METHOD = loss_method("gradascent", "gradient ascent on the forget answers: -NLL(forget)", GradAscentParams, loss,
+                     needs_retain=False)

@@ -3,7 +3,7 @@ loss = gamma * (-NLL(forget)) + alpha * L_retain, L_retain = NLL(retain) or KL(p
 
 from dataclasses import dataclass
 
-from alter.methods.base import Method, mean_nll, with_retain
+from alter.methods.base import loss_method, mean_nll, with_retain
 
 
 @dataclass
@@ -18,5 +18,5 @@ def loss(model, batch, params, reference):
     return with_retain(forget, model, batch, params, reference)
 
 
-METHOD = Method("graddiff", "ascent on forget, descent on retain (retain loss NLL or KL)", GradDiffParams, loss,
-                needs_reference=False)
+METHOD = loss_method("graddiff", "ascent on forget, descent on retain (retain loss NLL or KL)", GradDiffParams, loss,
+                     needs_reference=False)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from alter.methods.base import Method, dpo_log_ratio, with_retain
+from alter.methods.base import loss_method, dpo_log_ratio, with_retain
 
 
 @dataclass
@@ -24,5 +24,5 @@ def loss(model, batch, params, reference):
     return with_retain(forget, model, batch, params, reference)
 
 
-METHOD = Method("idkdpo", "DPO preferring refusals over forget answers (beta 0.1) + retain NLL", IdkDPOParams, loss,
-                needs_reference=True, needs_idk=True)
+METHOD = loss_method("idkdpo", "DPO preferring refusals over forget answers (beta 0.1) + retain NLL", IdkDPOParams, loss,
+                     needs_reference=True, needs_idk=True)

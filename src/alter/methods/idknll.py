@@ -3,7 +3,7 @@ loss = gamma * NLL(idk answer | forget question) + alpha * L_retain."""
 
 from dataclasses import dataclass
 
-from alter.methods.base import Method, mean_nll, with_retain
+from alter.methods.base import loss_method, mean_nll, with_retain
 
 
 @dataclass
@@ -18,5 +18,5 @@ def loss(model, batch, params, reference):
     return with_retain(forget, model, batch, params, reference)
 
 
-METHOD = Method("idknll", "fine-tune refusal answers on the forget questions + retain NLL", IdkNLLParams, loss,
-                needs_idk=True)
+METHOD = loss_method("idknll", "fine-tune refusal answers on the forget questions + retain NLL", IdkNLLParams, loss,
+                     needs_idk=True)

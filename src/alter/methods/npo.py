@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from alter.methods.base import Method, dpo_log_ratio, with_retain
+from alter.methods.base import loss_method, dpo_log_ratio, with_retain
 
 
 @dataclass
@@ -23,5 +23,5 @@ def loss(model, batch, params, reference):
     return with_retain(forget, model, batch, params, reference)
 
 
-METHOD = Method("npo", "negative preference optimisation against the frozen model (beta 0.1) + retain NLL",
-                NPOParams, loss, needs_reference=True)
+METHOD = loss_method("npo", "negative preference optimisation against the frozen model (beta 0.1) + retain NLL",
+                     NPOParams, loss, needs_reference=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from alter.data.formatting import IGNORE_INDEX
-from alter.methods.base import Method, forward
+from alter.methods.base import loss_method, forward
 
 _DIRECTIONS: dict[tuple, torch.Tensor] = {}
 
@@ -55,5 +55,5 @@ def loss(model, batch, params, reference):
     return total, {"forget_loss": forget_loss.item(), "retain_loss": retain_loss.item()}
 
 
-METHOD = Method("rmu", "steer a middle layer's forget activations to a scaled random direction, keep retain ones",
-                RMUParams, loss, needs_reference=True)
+METHOD = loss_method("rmu", "steer a middle layer's forget activations to a scaled random direction, keep retain ones",
+                     RMUParams, loss, needs_reference=True)

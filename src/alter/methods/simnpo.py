@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from alter.methods.base import Method, sequence_nll, with_retain
+from alter.methods.base import loss_method, sequence_nll, with_retain
 
 
 @dataclass
@@ -24,5 +24,5 @@ def loss(model, batch, params, reference):
     return with_retain(forget, model, batch, params, reference)
 
 
-METHOD = Method("simnpo", "reference-free NPO on length-normalised likelihood (beta 4.5, gamma 0.125, delta 0)",
-                SimNPOParams, loss)
+METHOD = loss_method("simnpo", "reference-free NPO on length-normalised likelihood (beta 4.5, gamma 0.125, delta 0)",
+                     SimNPOParams, loss)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch.nn.functional as F
 
-from alter.methods.base import Method, answer_logits, with_retain
+from alter.methods.base import loss_method, answer_logits, with_retain
 
 
 @dataclass
@@ -28,5 +28,5 @@ def loss(model, batch, params, reference):
     return with_retain(forget_loss, model, batch, params, reference)
 
 
-METHOD = Method("undial", "self-distillation towards the frozen model with the true token's logit lowered (beta 10)",
-                UNDIALParams, loss, needs_reference=True)
+METHOD = loss_method("undial", "self-distillation towards the frozen model with the true token's logit lowered (beta 10)",
+                     UNDIALParams, loss, needs_reference=True)

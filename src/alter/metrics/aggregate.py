@@ -18,3 +18,15 @@ def forget_quality(truth_ratios: list[float], retain_truth_ratios: list[float]) 
 def model_utility(summary: dict[str, float]) -> float:
     """Harmonic mean of the nine retain / real-authors / world-facts values; 0 if any of them is 0."""
     return float(hmean(np.array([summary[key] for key in UTILITY_KEYS], dtype=float)))
+
+
+FORGOT_MIN_DROP = 0.02  # below this fall of the forget answers' mean probability, a run is said to have moved nothing
+
+
+def forgetting_verdict(before: float, after: float) -> tuple[bool, str]:
+    """Whether an unlearning run moved its forget answers, and one line saying so."""
+    moved = before - after >= FORGOT_MIN_DROP
+    if moved:
+        return True, f"forget answers' probability {before:.3f} -> {after:.3f}"
+    return False, (f"nothing was forgotten: forget answers' probability {before:.3f} -> {after:.3f} (a fall under "
+                   f"{FORGOT_MIN_DROP}); raise the learning rate or check the method's logs")

@@ -61,26 +61,3 @@ def load_model(spec: str, *, trust_remote_code: bool = False):
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer
-
-
-def load_model_with_adapter(spec: str, adapter: str | None, trust_remote_code: bool = False):
-    """A model, optionally with an adapter folder on top: peft LoRA (`adapter_config.json`) or ALTER
-    (`alter_config.json`)."""
-    model, tokenizer = load_model(spec, trust_remote_code=trust_remote_code)
-    if adapter is None:
-        return model, tokenizer
-    folder = Path(adapter)
-    if not folder.is_dir():
-        raise UserError(f"{folder}: adapter folder not found")
-    if (folder / "adapter_config.json").is_file():
-        if not (folder / "adapter_model.safetensors").is_file():
-            raise UserError(f"{folder}: adapter has no adapter_model.safetensors; alter loads safetensors only")
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(model, folder).eval(), tokenizer
-    from alter.adapters.runtime import is_alter_adapter, load_alter_adapter
-
-    if is_alter_adapter(folder):
-        load_alter_adapter(model, folder)
-        return model, tokenizer
-    raise UserError(f"{folder}: not an adapter folder (no adapter_config.json or alter_config.json)")

@@ -1,9 +1,9 @@
 """`alter report RUN_DIR`: one self-contained HTML file (figures embedded) plus the PNGs, from a bench, a demo or one
 unlearning run.
 
-The report only reads what the runs wrote: `bench.json`, manifests and TOFU evaluation logs. The per-token view
-compares the target's evaluation log (before) with a method's (after); for a single unlearning run, which has no
-evaluation, it scores a few forget and retain answers with the target and the unlearned model first.
+The report only reads what the runs wrote: `bench.json`, manifests, evaluation logs and `TOKENS.json`. The
+per-token view compares the target's evaluation log (before) with a method's (after); for a single unlearning run
+it reads the token records that `alter unlearn` wrote while it had the model.
 """
 
 from __future__ import annotations
@@ -15,12 +15,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from alter.errors import UserError
-from alter.evaluation.bench import TABLE_KEYS
+from alter.evaluation.probes import FAMILIES
 from alter.io import write_text
+from alter.metrics.aggregate import forgetting_verdict
 from alter.report import plots
 
 HEAD_COLORS = ("#8172b3", "#dd8452", "#55a868", "#c44e52", "#937860", "#da8bc3", "#8c8c8c", "#ccb974")
 TOKEN_ITEMS = 4  # forget and retain answers shown token by token, per method
+TABLES = {
+    "Forgetting (lower is more forgotten, except forget_quality: higher is better)":
+        ("forget_quality", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_nll", "privleak"),
+    "Keeping (higher is better, except retain_nll)":
+        ("model_utility", "retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_nll"),
+    "Cost": ("trainable_parameters", "wall_seconds", "eval_seconds", "peak_memory_mb"),
+}
 
 
 @dataclass
@@ -45,6 +53,7 @@ class ReportData:
     title: str
     command: str
     rows: dict[str, dict]
+    verdicts: list[str] = field(default_factory=list)
     curves: dict[str, list[dict]] = field(default_factory=dict)
     histogram: dict | None = None
     views: list[TokenView] = field(default_factory=list)
@@ -65,42 +74,66 @@ def build_report(run_dir: Path) -> Path:
     return path
 
 
-def _manifest(folder: Path) -> dict:
-    path = Path(folder) / "manifest.json"
-    if not path.is_file():
-        return {}
+def _read(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise UserError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
 
 
+def _manifest(folder: Path) -> dict:
+    path = Path(folder) / "manifest.json"
+    return _read(path) if path.is_file() else {}
+
+
 def _bench_data(run_dir: Path) -> ReportData:
-    bench = json.loads((run_dir / "bench.json").read_text())
+    bench = _read(run_dir / "bench.json")
     rows = bench["rows"]
-    data = ReportData(title=f"Unlearning {bench['forget_split']} of {Path(bench['data']).name} from {bench['model']}",
+    worlds = len([w for w in bench["worlds"] if not w["tuning"]]) or 1
+    data = ReportData(title=f"Unlearning {bench['forget_split']} from {bench['model']} ({worlds} world"
+                            f"{'s' if worlds > 1 else ''}, {len(bench['seeds'])} seed{'s' if len(bench['seeds']) > 1 else ''})",
                       command=f"alter report {run_dir}", rows=rows)
+    data.verdicts = [bench_verdict(name, row, rows["target"]) for name, row in rows.items()
+                     if name not in ("target", "retain")]
     for name, row in rows.items():
-        manifest = _manifest(Path(row.get("run_dir", run_dir / "runs" / name)))
+        manifest = _manifest(Path(row["run_dir"])) if row.get("run_dir") else {}
         data.curves[name] = manifest.get("loss_curve", [])
         if data.histogram is None and "entropy_histogram" in manifest.get("alter", {}):
-            data.histogram = {**manifest["alter"]["entropy_histogram"],
-                              "threshold": manifest["alter"]["entropy_threshold"]}
-    before = _eval_log(Path(rows["target"].get("eval_dir", run_dir / "eval" / "target")))
+            data.histogram = _histogram(manifest["alter"])
+    before = _eval_log(Path(rows["target"]["eval_dir"]))
     for name, row in rows.items():
         if name in ("target", "retain") or before is None:
             continue
-        after = _eval_log(Path(row.get("eval_dir", run_dir / "eval" / name)))
+        after = _eval_log(Path(row["eval_dir"]))
         if after is not None:
             data.views.extend(_views_from_logs(name, before, after))
-    if before is None:
-        data.notes.append("No per-token view: the target's evaluation log has no token records.")
+    if worlds > 1 or len(bench["seeds"]) > 1:
+        data.notes.append("Values are means over the held-out worlds and seeds; bench.md has the 95% intervals. "
+                          "Token views and curves are of the first world and seed.")
     return data
+
+
+def bench_verdict(name: str, row: dict, target: dict) -> str:
+    """One line per run: forgot or not, what comes back out of sample, what ALTER's gate did on retain answers."""
+    parts = [forgetting_verdict(target["forget_Q_A_Prob"], row["forget_Q_A_Prob"])[1]]
+    undone = {f: row.get(f"undone_{f}") for f in FAMILIES if row.get(f"undone_{f}") is not None}
+    if undone:
+        worst = max(undone, key=undone.get)
+        parts.append(f"out of sample, up to {max(0.0, undone[worst]):.0%} of it comes back ({worst})")
+    gates = [v for k, v in row.items() if k.startswith("retain") and k.endswith("_gate_rate") and v is not None]
+    if gates:
+        parts.append(f"forget heads act on up to {max(gates):.1%} of retain answer tokens")
+    return f"{name}: " + "; ".join(parts)
+
+
+def _histogram(facts: dict) -> dict:
+    return {**facts["entropy_histogram"], "threshold": facts["entropy_threshold"],
+            "high_fraction": facts["high_entropy_fraction"]}
 
 
 def _eval_log(folder: Path) -> dict | None:
     path = folder / "TOFU_EVAL.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return _read(path) if path.is_file() else None
 
 
 def _views_from_logs(run: str, before: dict, after: dict) -> list[TokenView]:
@@ -115,47 +148,31 @@ def _views_from_logs(run: str, before: dict, after: dict) -> list[TokenView]:
 
 
 def _token_rows(before: dict, after: dict) -> list[TokenRow]:
-    high = after.get("route_high") or [value > 1.2 for value in before["entropy"]]
     routes = after.get("route") or [None] * len(before["text"])
     return [TokenRow(text, p0, p1, bool(h), r)
-            for text, p0, p1, h, r in zip(before["text"], before["prob"], after["prob"], high, routes)]
+            for text, p0, p1, h, r in zip(before["text"], before["prob"], after["prob"], before["high"], routes)]
 
 
 def _unlearn_data(run_dir: Path) -> ReportData:
     manifest = _manifest(run_dir)
-    row = {"method": manifest["method"], "trainable_parameters": manifest["parameters"]["trainable"],
-           "wall_seconds": manifest["wall_seconds"], "peak_memory_mb": manifest["peak_memory_mb"],
-           "tokens_per_second": manifest["tokens_per_second"]}
-    data = ReportData(title=f"{manifest['method']} on {manifest['forget_split']} of {Path(manifest['data']).name}",
-                      command=f"alter report {run_dir}", rows={manifest["method"]: row},
-                      curves={manifest["method"]: manifest.get("loss_curve", [])})
+    name = manifest["method"]
+    row = {"method": name, "trainable_parameters": manifest["parameters"]["trainable"],
+           "wall_seconds": manifest["wall_seconds"], "peak_memory_mb": manifest["peak_memory_mb"]}
+    source = manifest.get("forget_split") or manifest.get("forget_file")
+    data = ReportData(title=f"{name} on {source}", command=f"alter report {run_dir}", rows={name: row},
+                      curves={name: manifest.get("loss_curve", [])})
     if "entropy_histogram" in manifest.get("alter", {}):
-        data.histogram = {**manifest["alter"]["entropy_histogram"], "threshold": manifest["alter"]["entropy_threshold"]}
-    data.notes.append("A single run has no TOFU evaluation: run `alter eval tofu` or `alter bench tofu` for the "
-                      "metrics. The token view below scores a few answers with the target and the unlearned model.")
-    data.views = _score_token_views(manifest, run_dir)
+        data.histogram = _histogram(manifest["alter"])
+    tokens_path = run_dir / "TOKENS.json"
+    if tokens_path.is_file():
+        tokens = _read(tokens_path)
+        data.verdicts.append(f"{name}: {tokens['verdict']['line']}")
+        data.views = [TokenView(name, subset, label, _token_rows(old, new))
+                      for subset, labels in tokens["rows"].items()
+                      for label, old, new in zip(labels, tokens["before"][subset], tokens["after"][subset])]
+    data.notes.append("A single run has no evaluation: `alter eval tofu` or `alter bench tofu` give the metrics, out "
+                      "of sample included.")
     return data
-
-
-def _score_token_views(manifest: dict, run_dir: Path) -> list[TokenView]:
-    from alter.data.tofu import TofuData
-    from alter.evaluation.tofu import EvalSettings, TofuEvaluation
-    from alter.models import default_device
-    from alter.models.loading import load_model_with_adapter
-
-    data = TofuData(manifest["data"])
-    subsets = {"forget": data.load(manifest["forget_split"])[:TOKEN_ITEMS],
-               "retain": data.load(manifest["retain_split"])[:TOKEN_ITEMS]}
-    after = (manifest["base_model"], str(run_dir)) if manifest["output"] == "adapter" else (str(run_dir), None)
-    logs = {}
-    for moment, (model_spec, adapter) in (("before", (manifest["base_model"], None)), ("after", after)):
-        model, tokenizer = load_model_with_adapter(model_spec, adapter)
-        model.to(default_device()).eval()
-        evaluation = TofuEvaluation(model, tokenizer, data, manifest["forget_split"], EvalSettings())
-        logs[moment] = {name: evaluation.token_logs(rows) for name, rows in subsets.items()}
-    return [TokenView(manifest["method"], name, row["question"], _token_rows(old, new))
-            for name, rows in subsets.items()
-            for row, old, new in zip(rows, logs["before"][name], logs["after"][name])]
 
 
 def _write_figures(data: ReportData, folder: Path) -> dict[str, Path]:
@@ -177,16 +194,23 @@ def _write_figures(data: ReportData, folder: Path) -> dict[str, Path]:
 
 def render(data: ReportData, figures: dict[str, Path]) -> str:
     sections = [f"<h1>{html.escape(data.title)}</h1>",
-                f"<p class=note>Made by <code>{html.escape(data.command)}</code>.</p>",
-                "<h2>Results</h2>", _table(data.rows)]
+                f"<p class=note>Made by <code>{html.escape(data.command)}</code>.</p>"]
+    if data.verdicts:
+        sections.append("<ul class=verdicts>" + "".join(f"<li>{html.escape(v)}</li>" for v in data.verdicts) + "</ul>")
+    sections.append("<h2>Results</h2>")
+    sections += [_table(caption, keys, data.rows) for caption, keys in TABLES.items()]
+    sections.append(_undone_table(data.rows))
     sections += [f"<p class=note>{html.escape(note)}</p>" for note in data.notes]
     captions = {"quality_utility": "Forget quality against model utility. Target and retain are reference points; "
                                    "the dotted line is forget quality 0.1.",
                 "entropy": "Token entropy of forget and retain answers under the frozen target, with the "
                            "high/low threshold.",
-                "curves": "Training loss of every run."}
+                "curves": "Training loss of every run (ALTER: phase I, then phase II, split by the dashed line)."}
     for key, caption in captions.items():
         if key in figures:
+            if key == "entropy" and data.histogram.get("high_fraction") == 0:
+                caption += (" No answer token is above the threshold: the high-entropy class is empty, so phase I "
+                            "and the regulariser train nothing (set params.threshold_quantile).")
             sections.append(f"<figure><img alt='{key}' src='data:image/png;base64,"
                             f"{base64.b64encode(figures[key].read_bytes()).decode()}'>"
                             f"<figcaption>{html.escape(caption)}</figcaption></figure>")
@@ -195,13 +219,26 @@ def render(data: ReportData, figures: dict[str, Path]) -> str:
     return PAGE.format(title=html.escape(data.title), body="\n".join(sections))
 
 
-def _table(rows: dict[str, dict]) -> str:
-    keys = [key for key in (*TABLE_KEYS, "trainable_parameters", "wall_seconds", "peak_memory_mb", "tokens_per_second")
-            if any(row.get(key) is not None for row in rows.values())]
+def _table(caption: str, keys: tuple[str, ...], rows: dict[str, dict]) -> str:
+    keys = [key for key in keys if any(row.get(key) is not None for row in rows.values())]
+    if not keys:
+        return ""
     head = "".join(f"<th>{html.escape(key)}</th>" for key in keys)
     body = "".join(f"<tr><th>{html.escape(name)}</th>" + "".join(f"<td>{_number(row.get(key))}</td>" for key in keys)
                    + "</tr>" for name, row in rows.items())
-    return f"<div class=scroll><table><tr><th>run</th>{head}</tr>{body}</table></div>"
+    return f"<table><caption>{html.escape(caption)}</caption><tr><th>run</th>{head}</tr>{body}</table>"
+
+
+def _undone_table(rows: dict[str, dict]) -> str:
+    families = [f for f in ("in_sample", *FAMILIES) if any(r.get(f"undone_{f}") is not None for r in rows.values())]
+    if len(families) < 2:
+        return ""
+    methods = {name: row for name, row in rows.items() if name not in ("target", "retain")}
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in methods)
+    body = "".join(f"<tr><th>{html.escape(f)}</th>" + "".join(f"<td>{_number(row.get(f'undone_{f}'))}</td>"
+                                                              for row in methods.values()) + "</tr>" for f in families)
+    return ("<table><caption>Undone: share of the forgotten probability that comes back (0 = as the retain model, "
+            f"1 = as the target), per probe family</caption><tr><th>probe</th>{head}</tr>{body}</table>")
 
 
 def _number(value) -> str:
@@ -213,12 +250,17 @@ def _number(value) -> str:
 
 
 def _token_section(views: list[TokenView]) -> str:
+    heads = sorted({t.route for v in views for t in v.tokens if t.route})
+    legend = "".join(f"<span class=key style='border-top-color:{HEAD_COLORS[(h - 1) % len(HEAD_COLORS)]}'>"
+                     f"forget head {h}</span>" for h in heads)
     parts = ["<h2>What was forgotten, token by token</h2>",
              "<p class=note>Each answer token of the ground-truth answer: its probability under the target (before) "
              "and after unlearning. Background: <span class='tok high'>high-entropy</span> or "
-             "<span class='tok low'>low-entropy</span> token under the frozen target. Top bar (ALTER): the forget "
-             "head most layers routed the token to; none when no forget head was on. Under each token: its probability "
-             "before (upper) and after (lower, redder when it fell).</p>"]
+             "<span class='tok low'>low-entropy</span> token under the frozen target. Under each token: its "
+             "probability before (upper) and after (lower, redder when it fell).</p>"]
+    if heads:
+        parts.append(f"<p class=note>Top bar (ALTER): the forget head that acted on the token; none when no forget "
+                     f"head did. {legend}</p>")
     by_run: dict[str, list[TokenView]] = {}
     for view in views:
         by_run.setdefault(view.run, []).append(view)
@@ -247,17 +289,19 @@ PAGE = """<!doctype html>
 <html lang=en><head><meta charset=utf-8><title>{title}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; line-height: 1.4; }}
-.scroll {{ overflow-x: auto; }}
 table {{ border-collapse: collapse; font-size: 0.9em; margin: 1em 0; }}
+caption {{ text-align: left; font-weight: bold; padding: 0.3em 0; }}
 th, td {{ border: 1px solid #ddd; padding: 4px 8px; text-align: right; }}
 tr:nth-child(even) {{ background: #f7f7f7; }}
 figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
 figcaption, .note {{ color: #555; font-size: 0.9em; }}
+.verdicts {{ background: #f4f6fa; padding: 0.6em 1.6em; border-left: 4px solid #4c72b0; }}
 .item {{ margin: 0.8em 0; padding: 0.4em; border-left: 4px solid #ccc; }}
 .item.forget {{ border-left-color: #c44e52; }} .item.retain {{ border-left-color: #55a868; }}
 .tok {{ display: inline-flex; flex-direction: column; align-items: center; margin: 1px; padding: 1px 3px;
         border-top: 4px solid transparent; border-radius: 3px; font-size: 0.85em; }}
 .tok.high {{ background: #fde68a; }} .tok.low {{ background: #dbeafe; }}
+.key {{ display: inline-block; margin: 0 0.5em; padding: 0 4px; border-top: 4px solid; }}
 .tok .t {{ white-space: pre; font-family: ui-monospace, monospace; }} .tok .p {{ font-size: 0.75em; }}
 summary {{ font-weight: bold; cursor: pointer; margin-top: 1em; }}
 </style></head>

@@ -75,8 +75,16 @@ def training_curves(curves: dict[str, list[dict]], path: Path) -> None:
     figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.0 * rows), squeeze=False)
     for axis, name in zip(axes.flat, names):
         curve = curves[name]
-        steps = np.arange(1, len(curve) + 1)  # ALTER's two phases count their steps separately
+        steps = np.arange(1, len(curve) + 1)  # the phases of a run count their steps separately: number them anew
         axis.plot(steps, [point["loss"] for point in curve], color="#4c72b0")
+        phases = [point.get("phase") for point in curve]
+        for index in range(1, len(phases)):
+            if phases[index] != phases[index - 1]:
+                axis.axvline(index + 0.5, color="#999999", linestyle="--", linewidth=1)
+        for phase in dict.fromkeys(p for p in phases if p):
+            first = phases.index(phase)
+            axis.annotate(phase, (first + 1, curve[first]["loss"]), textcoords="offset points", xytext=(2, 6),
+                          fontsize=8, color="#555555")
         axis.set_title(name, fontsize=10)
         axis.set_xlabel("optimizer step")
         axis.set_ylabel("loss")

@@ -1,1 +1,1 @@
-"""The shared training loop, fine-tuning recipes, and cost accounting."""
+"""The shared training loop, fine-tuning, unlearning runs (any method's phases), recipes and run manifests."""

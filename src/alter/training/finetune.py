@@ -15,17 +15,17 @@ from pathlib import Path
 
 import torch
 
+from alter.adapters.lora import attach_lora
 from alter.data.batching import QABatches
-from alter.data.formatting import PLAIN_PROMPT, encode_qa
-from alter.data.tofu import TofuData, read_rows
-from alter.data.world import WORLD_INFO
+from alter.data.formatting import encode_qa
+from alter.data.tofu import TofuData
 from alter.errors import UserError
-from alter.io import ensure_writable_dir
+from alter.io import check_output_dir
 from alter.methods.base import mean_nll
 from alter.models import build_tiny, load_model, resolve_precision
-from alter.models.precision import machine_facts
 from alter.training.loop import TrainConfig, train, write_manifest
-from alter.training.resources import count_parameters, library_versions
+from alter.training.manifest import run_manifest
+from alter.resources import count_parameters
 
 
 @dataclass
@@ -52,8 +52,7 @@ DEFAULT_RECIPES = {
 
 def default_recipe(model_spec: str, lora: bool) -> FinetuneRecipe:
     if model_spec == "tiny":
-        recipe = DEFAULT_RECIPES["tiny"]
-        return replace(recipe, lora=lora)
+        return replace(DEFAULT_RECIPES["tiny"], lora=lora)
     return DEFAULT_RECIPES["pretrained-lora" if lora else "pretrained"]
 
 
@@ -68,61 +67,29 @@ def make_accelerator(precision: str, find_unused_parameters: bool = False):
                        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)])
 
 
-def corpus_texts(data_root: str) -> list[str]:
-    """Every string of a TOFU-format folder, in prompt format: what a tiny model's tokenizer is trained on."""
-    root = Path(data_root)
-    if not root.is_dir():
-        raise UserError(f"{root}: data folder not found (model 'tiny' trains its tokenizer on a local folder)")
-    texts = []
-    for path in sorted(list(root.glob("*.json")) + list(root.glob("*.jsonl"))):
-        if path.name == "idontknow.jsonl":
-            texts.extend(path.read_text().splitlines())
-            continue
-        if path.name == WORLD_INFO:
-            continue
-        for row in read_rows(path):
-            if isinstance(row, dict) and "question" in row:
-                texts.append(PLAIN_PROMPT.format(question=row["question"]) + str(row.get("answer", "")))
-                texts.extend(str(v) for v in _strings(row) if v != row["question"])
-    return texts
-
-
-def _strings(row: dict):
-    for value in row.values():
-        if isinstance(value, str):
-            yield value
-        elif isinstance(value, list):
-            yield from (v for v in value if isinstance(v, str))
-
-
 def load_or_build(model_spec: str, data_root: str, seed: int, trust_remote_code: bool = False):
     if model_spec == "tiny":
-        return build_tiny(corpus_texts(data_root), seed=seed)
+        return build_tiny(TofuData(data_root).texts(), seed=seed)
     return load_model(model_spec, trust_remote_code=trust_remote_code)
 
 
-def attach_lora(model, rank: int, alpha: int):
-    from peft import LoraConfig, get_peft_model
-
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules="all-linear", task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
-
-
-def finetune(
-    model_spec: str,
-    data_root: str,
-    split: str,
-    out: str,
-    recipe: FinetuneRecipe,
-    resume: bool = False,
-    overwrite: bool = False,
-    trust_remote_code: bool = False,
-) -> dict:
-    out_dir = ensure_writable_dir(out)
+def prepare_output(out: str, resume: bool, overwrite: bool) -> Path:
+    """Refuse to replace a finished run or restart over an unfinished one's checkpoints unless told to."""
+    out_dir = check_output_dir(out)
     if (out_dir / "manifest.json").exists() and not (resume or overwrite):
         raise UserError(f"{out_dir}: already holds a finished run; pass --overwrite or choose another --out")
+    if (out_dir / "checkpoints").is_dir() and not (resume or overwrite):
+        raise UserError(f"{out_dir}: holds the checkpoints of an unfinished run; pass --resume to continue it or "
+                        "--overwrite to start over")
     if overwrite:
         (out_dir / "manifest.json").unlink(missing_ok=True)
+        shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+    return out_dir
+
+
+def finetune(model_spec: str, data_root: str, split: str, out: str, recipe: FinetuneRecipe, resume: bool = False,
+             overwrite: bool = False, trust_remote_code: bool = False) -> dict:
+    out_dir = prepare_output(out, resume, overwrite)
     data = TofuData(data_root)
     splits = [split, *(name for name in GENERAL_KNOWLEDGE if recipe.general_knowledge and data.has(name))]
     rows = [row for name in splits for row in data.load(name)]
@@ -137,33 +104,18 @@ def finetune(
     source = QABatches(items, config.batch_size, config.seed, tokenizer.pad_token_id,
                        accelerator.process_index, accelerator.num_processes)
     parameters = count_parameters(model)
-
     started = time.time()
-    result = train(model, lambda model, batch: (mean_nll(model, batch), {}), source, config, accelerator, run_dir=out_dir, resume=resume,
-                   description=f"finetune {split}")
+    result = train(model, lambda model, batch: (mean_nll(model, batch), {}), source, config, accelerator,
+                   checkpoints=out_dir / "checkpoints", resume=resume, description=f"finetune {split}")
     model = accelerator.unwrap_model(model)
     if recipe.lora:
         model = model.merge_and_unload()
-    manifest = {
-        "kind": "finetune",
-        "status": "complete",
-        "model": model_spec,
-        "data": str(data_root),
-        "split": split,
-        "data_fingerprint": data.fingerprint(splits),
-        "training_splits": splits,
-        "rows": len(rows),
-        "recipe": {"train": asdict(config), "lora": recipe.lora, "lora_rank": recipe.lora_rank, "lora_alpha": recipe.lora_alpha,
-                   "general_knowledge": recipe.general_knowledge},
-        "seed": config.seed,
-        "precision": precision,
-        "machine": machine_facts(accelerator.device, precision),
-        "processes": accelerator.num_processes,
-        "parameters": parameters,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-        "versions": library_versions(),
-        **result.summary(),
-    }
+    manifest = run_manifest(
+        "finetune", started=started, precision=precision, accelerator=accelerator, seed=config.seed,
+        parameters=parameters, result=result, model=model_spec, data=str(data_root), split=split,
+        data_fingerprint=data.fingerprint(splits), training_splits=splits, rows=len(rows),
+        recipe={"train": asdict(config), "lora": recipe.lora, "lora_rank": recipe.lora_rank,
+                "lora_alpha": recipe.lora_alpha, "general_knowledge": recipe.general_knowledge})
     if accelerator.is_main_process:
         save_model_folder(model, tokenizer, out_dir, manifest)
     accelerator.wait_for_everyone()
@@ -172,6 +124,7 @@ def finetune(
 
 def publish_run(out_dir: Path, manifest: dict, write) -> None:
     """`write(folder)` fills a staging folder whose files then move into `out_dir`; the manifest comes last."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".publish-", dir=out_dir))
     try:
         write(staging)

@@ -16,7 +16,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -24,10 +24,8 @@ from tqdm.auto import tqdm
 
 from alter.errors import UserError
 from alter.io import write_json
-from alter.training.resources import peak_memory_mb
-
-Objective = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, float]]]
-
+from alter.methods.base import Objective
+from alter.resources import peak_memory_mb
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
@@ -53,6 +51,20 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"
     checkpoint_every: int = 100
+
+    def __post_init__(self):
+        problems = [name for name, bad in (("epochs", self.epochs <= 0), ("learning_rate", self.learning_rate <= 0),
+                                           ("batch_size", self.batch_size < 1),
+                                           ("gradient_accumulation", self.gradient_accumulation < 1),
+                                           ("weight_decay", self.weight_decay < 0),
+                                           ("warmup_ratio", not 0 <= self.warmup_ratio < 1),
+                                           ("max_grad_norm", self.max_grad_norm < 0),
+                                           ("max_steps", self.max_steps is not None and self.max_steps < 1),
+                                           ("checkpoint_every", self.checkpoint_every < 1),
+                                           ("scheduler", self.scheduler not in ("linear", "constant"))) if bad]
+        if problems:
+            name = problems[0]
+            raise ValueError(f"train.{name}: invalid value {getattr(self, name)!r}")
 
     def total_steps(self, batches_per_epoch: int) -> int:
         if self.max_steps:
@@ -113,19 +125,24 @@ def train(
     source: BatchSource,
     config: TrainConfig,
     accelerator,
-    run_dir: Path | None = None,
+    checkpoints: Path | None = None,
     param_groups: list[dict] | None = None,
     resume: bool = False,
     description: str = "train",
 ) -> TrainResult:
-    """Optimise `objective`; checkpoint into `run_dir/checkpoints`; return costs and the loss curve."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(param_groups or [{"params": trainable}], config)
+    """Optimise `objective` over `param_groups` (exactly these parameters train; default: those that require
+    gradients); checkpoint into the folder `checkpoints`; return costs and the loss curve."""
+    if param_groups is None:
+        param_groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    model.requires_grad_(False)
+    trainable = [p for group in param_groups for p in group["params"]]
+    for parameter in trainable:
+        parameter.requires_grad_(True)
+    optimizer = make_optimizer(param_groups, config)
     total = config.total_steps(source.batches_per_epoch())
     scheduler = make_scheduler(optimizer, config, total)
     model, optimizer = accelerator.prepare(model, optimizer)
     state = {"step": 0, "tokens": 0, "elapsed": 0.0, "loss_curve": []}
-    checkpoints = run_dir / "checkpoints" if run_dir else None
     if resume and checkpoints and (latest := latest_checkpoint(checkpoints)):
         state = load_checkpoint(latest, accelerator.unwrap_model(model), optimizer)
         scheduler.last_epoch = state["step"]

@@ -23,6 +23,10 @@ class LoraSettings:
     alpha: int = 16
     learning_rate: float = 1e-4  # replaces train.learning_rate when LoRA is enabled: adapters need a larger step
 
+    def __post_init__(self):
+        if self.rank < 1 or self.learning_rate <= 0:
+            raise ValueError(f"lora: rank must be at least 1 and learning_rate positive")
+
 
 def default_unlearn_train() -> TrainConfig:
     return TrainConfig(epochs=5, learning_rate=1e-5, batch_size=8, warmup_ratio=0.1)
@@ -30,14 +34,24 @@ def default_unlearn_train() -> TrainConfig:
 
 @dataclass
 class Recipe:
+    """What one unlearning run uses, and nothing it does not: a method that does not honour the `lora` section or
+    `train.learning_rate` (ALTER: its params hold the rates) has them refused when given and left out of `as_dict`."""
+
     method: str
     train: TrainConfig = field(default_factory=default_unlearn_train)
     lora: LoraSettings = field(default_factory=LoraSettings)
     params: typing.Any = None
 
     def as_dict(self) -> dict:
-        return {"method": self.method, "train": dataclasses.asdict(self.train), "lora": dataclasses.asdict(self.lora),
-                "params": dataclasses.asdict(self.params)}
+        spec = get_method(self.method)
+        train = dataclasses.asdict(self.train)
+        if not spec.uses_learning_rate:
+            del train["learning_rate"]
+        out = {"method": self.method, "train": train, "lora": dataclasses.asdict(self.lora),
+               "params": dataclasses.asdict(self.params)}
+        if not spec.uses_lora:
+            del out["lora"]
+        return out
 
     @property
     def learning_rate(self) -> float:
@@ -59,12 +73,35 @@ def build_recipe(method: str | None, config_path: str | None, overrides: list[st
     unknown = set(raw) - {"method", "train", "lora", "params"}
     if unknown:
         raise UserError(f"recipe: unknown section {sorted(unknown)[0]!r} (sections: method, train, lora, params)")
+    _refuse_unused(spec, raw)
     return Recipe(
         method=spec.name,
-        train=_fill(replace(default_unlearn_train(), **spec.train_defaults), raw.get("train", {}), "train"),
+        train=_validated(_fill(replace(default_unlearn_train(), **spec.train_defaults), raw.get("train", {}), "train"),
+                         "train"),
         lora=_fill(LoraSettings(), raw.get("lora", {}), "lora"),
-        params=_fill(spec.params(), raw.get("params", {}), "params"),
+        params=_validated(_fill(spec.params(), raw.get("params", {}), "params"), "params"),
     )
+
+
+def _refuse_unused(spec, raw: dict) -> None:
+    if not spec.uses_lora and raw.get("lora"):
+        raise UserError(f"--method {spec.name} trains its own adapter: the lora section (and --lora) does not apply; "
+                        "its size is params.rank")
+    if not spec.uses_learning_rate and "learning_rate" in (raw.get("train") or {}):
+        raise UserError(f"--method {spec.name}: train.learning_rate does not apply; the rates are params.lr_a (A) "
+                        "and params.lr_b (heads)")
+
+
+def _validated(instance, section: str):
+    """Run the dataclass's own checks again on the filled values."""
+    check = getattr(instance, "__post_init__", None)
+    if check is not None:
+        try:
+            check()
+        except ValueError as err:
+            message = str(err)
+            raise UserError(f"recipe: {message if message.startswith(section) else section + ': ' + message}") from None
+    return instance
 
 
 def _read_yaml(path: Path) -> dict:

@@ -1,125 +1,97 @@
-"""`alter unlearn`: run one unlearning method on the shared loop and save the result.
+"""`alter unlearn`: run any method's plan on the shared loop and save the result.
 
-Full fine-tuning saves a plain model folder; adapter training (peft LoRA) saves only the adapter, apart from the
-base, with the base model named in the manifest. Either way `manifest.json` is written last.
+A method prepares a plan (the model to train, its phases, how to save); this module runs every phase on the one
+loop, checkpointing each in `checkpoints/<phase>`, then publishes the output (a model folder or an adapter, apart
+from the base) with `manifest.json` last. `observe(moment, model, tokenizer)`, when given, sees the model before
+("before") and after ("after") unlearning: the caller can record what it needs from both.
 """
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import replace
-from pathlib import Path
+from typing import Callable
 
 import torch
+from accelerate.utils import DistributedType
 
 from alter.data.batching import UnlearnBatches
-from alter.data.formatting import encode_qa
-from alter.data.tofu import TofuData
-from alter.data.world import IDK
+from alter.data.formatting import encode_qa, encode_rows
+from alter.data.sources import UnlearnData
 from alter.errors import UserError
-from alter.io import ensure_writable_dir
 from alter.methods import get_method
-from alter.methods.base import Reference
+from alter.methods.base import LoraChoice, Setup
 from alter.models import load_model, resolve_precision
-from alter.models.precision import machine_facts
-from alter.training.finetune import attach_lora, make_accelerator, publish_run, save_model_folder
-from alter.training.loop import train
+from alter.training.finetune import make_accelerator, prepare_output, publish_run
+from alter.training.loop import TrainResult, train
+from alter.training.manifest import run_manifest
 from alter.training.recipe import Recipe
-from alter.training.resources import count_parameters, library_versions
+from alter.resources import count_parameters
 
 
-def refusal_answers(data_root: str) -> list[str]:
-    """One refusal per line from `idontknow.jsonl` in the data folder, else the built-in list."""
-    path = Path(data_root) / "idontknow.jsonl"
-    if path.is_file():
-        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-        if lines:
-            return lines
-    return list(IDK)
-
-
-def check_overlap(forget: list[dict], retain: list[dict]) -> int:
-    forget_questions = {row["question"] for row in forget}
-    overlap = sum(row["question"] in forget_questions for row in retain)
-    if overlap:
-        print(f"alter: warning: {overlap} retain items share a question with the forget set", file=sys.stderr)
-    return overlap
-
-
-def unlearn(model_spec: str, data_root: str, forget_split: str, retain_split: str, recipe: Recipe, out: str,
-            resume: bool = False, overwrite: bool = False, trust_remote_code: bool = False) -> dict:
-    out_dir = ensure_writable_dir(out)
-    if (out_dir / "manifest.json").exists() and not (resume or overwrite):
-        raise UserError(f"{out_dir}: already holds a finished run; pass --overwrite or choose another --out")
-    (out_dir / "manifest.json").unlink(missing_ok=True)
+def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume: bool = False,
+            overwrite: bool = False, trust_remote_code: bool = False,
+            observe: Callable | None = None) -> dict:
     method = get_method(recipe.method)
-    data = TofuData(data_root)
-    forget_rows = data.load(forget_split)
-    retain_rows = data.load(retain_split) if method.needs_retain else []
-    overlap = check_overlap(forget_rows, retain_rows)
+    if method.needs_retain and not data.retain:
+        raise UserError(f"--method {method.name} needs retain data (what to keep): pass --retain FILE")
+    if not data.forget:
+        raise UserError("the forget set is empty")
+    out_dir = prepare_output(out, resume, overwrite)
     config = replace(recipe.train, learning_rate=recipe.learning_rate)
     precision = resolve_precision(config.precision, "cuda" if torch.cuda.is_available() else "cpu")
-    accelerator = make_accelerator(precision, find_unused_parameters=method.runner is not None)
+    accelerator = make_accelerator(precision, find_unused_parameters=method.sparse_gradients)
     torch.manual_seed(config.seed)
     model, tokenizer = load_model(model_spec, trust_remote_code=trust_remote_code)
-    encode = lambda rows, field="answer": [encode_qa(tokenizer, r["question"], r[field]) for r in rows]  # noqa: E731
-    forget_items, retain_items = encode(forget_rows), encode(retain_rows)
+    model.to(accelerator.device)
+    forget_items, retain_items = encode_rows(tokenizer, data.forget), encode_rows(tokenizer, data.retain)
     idk_items = None
     if method.needs_idk:
-        refusals = refusal_answers(data_root)
-        idk_items = [encode_qa(tokenizer, r["question"], refusals[i % len(refusals)]) for i, r in enumerate(forget_rows)]
+        if any("text" in row for row in data.forget):
+            raise UserError(f"--method {method.name} pairs forget questions with refusals: it needs question/answer rows")
+        idk_items = [encode_qa(tokenizer, row["question"], data.refusals[i % len(data.refusals)])
+                     for i, row in enumerate(data.forget)]
     source = UnlearnBatches(forget_items, retain_items, idk_items, config.batch_size, config.seed,
                             tokenizer.pad_token_id, accelerator.process_index, accelerator.num_processes)
+    if observe is not None:
+        observe("before", model, tokenizer)
     started = time.time()
-    extra, runtime = {}, None
-    if method.runner is not None:
-        model.to(accelerator.device)
-        runtime, result, facts, clusters = method.runner(model, tokenizer, forget_items, retain_items, source,
-                                                         recipe, accelerator, out_dir, resume, precision)
-        extra = {"alter": facts}
-        parameters = count_parameters(model)
-    else:
-        if recipe.lora.enabled:
-            model = attach_lora(model, recipe.lora.rank, recipe.lora.alpha)
-        needs_reference = method.needs_reference or getattr(recipe.params, "retain_loss", "nll") == "kl"
-        reference = Reference(model, adapter_based=recipe.lora.enabled) if needs_reference else None
-        parameters = count_parameters(model)
-        result = train(model, lambda m, b: method.loss(m, b, recipe.params, reference), source, config, accelerator,
-                       run_dir=out_dir, resume=resume, description=f"unlearn {method.name}")
-        extra = {"reference_copy_mb": round((reference.parameter_bytes() if reference else 0) / 2**20, 1)}
-    model = accelerator.unwrap_model(model)
-    manifest = {
-        "kind": "unlearn",
-        "status": "complete",
-        "method": method.name,
-        "base_model": model_spec,
-        "output": "adapter" if recipe.lora.enabled or runtime else "model",
-        "data": str(data_root),
-        "forget_split": forget_split,
-        "retain_split": retain_split,
-        "data_fingerprint": data.fingerprint([forget_split, retain_split]),
-        "forget_rows": len(forget_rows),
-        "retain_rows": len(retain_rows),
-        "forget_retain_overlap": overlap,
-        "recipe": recipe.as_dict(),
-        "learning_rate": config.learning_rate,
-        "seed": config.seed,
-        "precision": precision,
-        "machine": machine_facts(accelerator.device, precision),
-        "processes": accelerator.num_processes,
-        "parameters": parameters,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-        "versions": library_versions(),
-        **extra,
-        **result.summary(),
-    }
+    text_rows = len(forget_items) != len(data.forget)  # documents split into windows: the fit sets are by row
+    setup = Setup(model, tokenizer, forget_items, retain_items, idk_items, source, recipe.params,
+                  config.learning_rate, config.seed, precision,
+                  LoraChoice(recipe.lora.enabled, recipe.lora.rank, recipe.lora.alpha),
+                  sharded=accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED),
+                  fit_retain=None if text_rows else data.fit_retain, base_model=model_spec,
+                  item_groups=None if text_rows else data.groups)
+    plan = method.prepare(setup)
+    trainable = {id(p): p.numel() for phase in plan.phases for group in phase.param_groups for p in group["params"]}
+    parameters = {"total": count_parameters(plan.model)["total"], "trainable": sum(trainable.values())}
+    results = []
+    for phase in plan.phases:
+        phase_config = replace(config, epochs=phase.epochs if phase.epochs is not None else config.epochs)
+        results.append(train(plan.model, phase.objective, source, phase_config, accelerator,
+                             checkpoints=out_dir / "checkpoints" / phase.name, param_groups=phase.param_groups,
+                             resume=resume, description=f"{method.name} {phase.name}"))
+    unwrapped = accelerator.unwrap_model(plan.model)
+    if observe is not None:
+        observe("after", unwrapped, tokenizer)
+    manifest = run_manifest(
+        "unlearn", started=started, precision=precision, accelerator=accelerator, seed=config.seed,
+        parameters=parameters, result=combined(results, [phase.name for phase in plan.phases]),
+        method=method.name, base_model=model_spec, output=plan.output, **data.origin,
+        data_fingerprint=data.fingerprint, forget_rows=len(data.forget), retain_rows=len(data.retain),
+        recipe=recipe.as_dict(), **({"learning_rate": config.learning_rate} if method.uses_learning_rate else {}),
+        **plan.facts)
     if accelerator.is_main_process:
-        if runtime is not None:
-            publish_run(out_dir, manifest, lambda folder: runtime.save(folder, model_spec, clusters))
-        elif recipe.lora.enabled:
-            publish_run(out_dir, manifest, lambda folder: model.save_pretrained(folder, safe_serialization=True))
-        else:
-            save_model_folder(model, tokenizer, out_dir, manifest)
+        publish_run(out_dir, manifest, plan.save)
     accelerator.wait_for_everyone()
     return manifest
+
+
+def combined(results: list[TrainResult], names: list[str]) -> TrainResult:
+    """One result for a run of several phases; the loss curve names each point's phase."""
+    curve = [{"phase": name, **point} for name, result in zip(names, results) for point in result.loss_curve] \
+        if len(results) > 1 else results[0].loss_curve
+    return TrainResult(steps=sum(r.steps for r in results), tokens=sum(r.tokens for r in results),
+                       wall_seconds=round(sum(r.wall_seconds for r in results), 2),
+                       peak_memory_mb=max(r.peak_memory_mb for r in results), loss_curve=curve)

@@ -1,4 +1,5 @@
-"""What a run costs: wall time, peak memory, throughput, library versions; recorded in every manifest."""
+"""What a run costs and what it ran on: peak memory, parameter counts, library versions; recorded in every manifest
+and evaluation log."""
 
 from __future__ import annotations
 

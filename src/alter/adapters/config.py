@@ -1,0 +1,75 @@
+"""`AlterConfig`: everything that defines an ALTER adapter, saved with it and validated on creation.
+
+Each field's `help` is what `docs/method.md` says about it. The defaults are this project's measured choices; the
+paper's reading of each gap is `configs/unlearn/alter-paper.yaml`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from alter.entropy import EntropySettings
+
+ROUTERS = ("content", "layer", "shared", "none")
+
+
+def _help(text: str, **kwargs):
+    return field(metadata={"help": text}, **kwargs)
+
+
+@dataclass
+class AlterConfig:
+    rank: int = _help("rank r of the shared down-projection A and of every head", default=8)
+    alpha: float = _help("scale of the adapter's update: alpha / r", default=16.0)
+    forget_heads: int = _help("number of forget heads N, one per forget sub-domain", default=1)
+    router: str = _help(
+        "what decides that forget heads act: 'content' (a detector on the hidden state at `gate_layer`, max-pooled "
+        "over the context so far), 'layer' (a learned gate per adapted layer on its input, the paper's reading), "
+        "'shared' (one gate on the running mean of the frozen last hidden state), 'none' (forget heads always on)",
+        default="content")
+    null_output: bool = _help("'layer'/'shared' routers get an output 'no forget head' (not in the paper); without "
+                              "it every token goes to some forget head", default=True)
+    gate_layer: int = _help("'content': the decoder layer whose input the gate reads; only layers from there on are "
+                            "adapted, so the gate sees the frozen model's state; -1 = a quarter of the depth",
+                            default=-1)
+    top_k_high: int = _help("inference with 'layer'/'shared': high-entropy tokens mix the top-k router outputs",
+                            default=3)
+    temperature_high: float = _help("router softmax temperature for high-entropy tokens", default=0.8)
+    temperature_low: float = _help("router softmax temperature for low-entropy tokens (near-hard choice)",
+                                   default=0.01)
+    target_modules: list[str] = _help("linear layers to adapt; empty = the model family's projections",
+                                      default_factory=list)
+    entropy: EntropySettings = _help("token entropy and the high/low threshold", default_factory=EntropySettings)
+
+    def __post_init__(self):
+        if isinstance(self.entropy, dict):
+            self.entropy = EntropySettings(**self.entropy)
+        if self.router not in ROUTERS:
+            raise ValueError(f"router: expected one of {', '.join(ROUTERS)}, got {self.router!r}")
+        if self.rank < 1 or self.forget_heads < 1:
+            raise ValueError(f"rank and forget_heads must be at least 1, got {self.rank} and {self.forget_heads}")
+        if self.router in ("layer", "shared") and not 1 <= self.top_k_high <= self.router_outputs:
+            raise ValueError(f"top_k_high: must lie in 1..{self.router_outputs} (the router's outputs), "
+                             f"got {self.top_k_high}")
+        if self.temperature_high <= 0 or self.temperature_low <= 0:
+            raise ValueError("router temperatures must be positive")
+
+    @property
+    def scale(self) -> float:
+        return self.alpha / self.rank
+
+    @property
+    def router_outputs(self) -> int:
+        """Outputs of a 'layer' or 'shared' router: the forget heads, plus 'no forget head' when `null_output`."""
+        return self.forget_heads + int(self.null_output)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "AlterConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise ValueError(f"unknown adapter setting {sorted(unknown)[0]!r}")
+        return cls(**values)

@@ -1,0 +1,70 @@
+"""Whole-model gates: what decides, for every token, whether forget heads act (docs/method.md, "The gate").
+
+`ContentGate` (the default router): a linear detector reads the hidden state entering decoder layer `gate_layer`,
+one score per forget sub-domain and token, and the gate of sub-domain d is on at position t when some position
+<= t scored above 0 (a running max). A mention of a forgotten subject switches its head on for the rest of the
+sequence, and text added around it cannot dilute a maximum. Only layers from `gate_layer` on are adapted, so the
+gate reads exactly the frozen model's state in training, scoring and generation alike, with no extra pass.
+
+`SharedRouter`: a linear gate on the running mean of the frozen model's last hidden state (positions <= t), the
+previous default; it needs a frozen pass beside every forward.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ContentGate(nn.Module):
+    def __init__(self, hidden_size: int, heads: int):
+        super().__init__()
+        self.detector = nn.Linear(hidden_size, heads)
+        self.requires_grad_(False)
+
+    def scores(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Per-token detector scores [batch, seq, N]; padding never fires."""
+        scores = self.detector(hidden.to(self.detector.weight.dtype)).float()
+        if mask is not None:
+            scores = scores.masked_fill(~mask.bool()[..., None], float("-inf"))
+        return scores
+
+    @staticmethod
+    def running_max(scores: torch.Tensor, carry: torch.Tensor | None) -> torch.Tensor:
+        """Max over positions <= t, continuing from `carry` ([batch, N], the max before this chunk)."""
+        if carry is not None:
+            scores = torch.cat([carry[:, None], scores], dim=1)
+        pooled = scores.cummax(dim=1).values
+        return pooled[:, 1:] if carry is not None else pooled
+
+    @staticmethod
+    def weights(pooled: torch.Tensor) -> torch.Tensor:
+        return (pooled > 0).float()
+
+
+class SharedRouter(nn.Module):
+    def __init__(self, hidden_size: int, outputs: int):
+        super().__init__()
+        self.linear = nn.Linear(hidden_size, outputs)
+        self.requires_grad_(False)
+
+    @staticmethod
+    def running_mean(hidden: torch.Tensor, mask: torch.Tensor | None,
+                     carry: tuple[torch.Tensor, torch.Tensor] | None = None):
+        """Mean of the hidden states over the real tokens at positions <= t, continuing from `carry` (sum, count);
+        returns the means and the new carry."""
+        hidden = hidden.float()
+        mask = torch.ones(hidden.shape[:2], device=hidden.device) if mask is None else mask.float()
+        sums, counts = (hidden * mask[..., None]).cumsum(1), mask.cumsum(1)
+        if carry is not None:
+            sums, counts = sums + carry[0][:, None], counts + carry[1][:, None]
+        return sums / counts.clamp_min(1)[..., None], (sums[:, -1], counts[:, -1])
+
+    def forward(self, means: torch.Tensor) -> torch.Tensor:
+        return self.linear(means)
+
+
+def linear_from(weight: torch.Tensor, bias: torch.Tensor, module: nn.Linear) -> None:
+    with torch.no_grad():
+        module.weight.copy_(torch.as_tensor(weight, dtype=module.weight.dtype))
+        module.bias.copy_(torch.as_tensor(bias, dtype=module.bias.dtype))

@@ -1,0 +1,250 @@
+"""`AlterModel`: owns one model's ALTER adapter, in peft's shape (config + layer + model). It injects the layers,
+holds the gate and the routing state, routes every forward through hooks, and saves and loads the adapter apart
+from the base (`alter_adapter.safetensors`, `alter_config.json`).
+
+Routing at inference is one policy for scoring and generation: the forget-head weights of position t are a
+function of the tokens up to t only.
+- 'content': the gate reads the hidden state entering `gate_layer` (frozen, since only later layers are adapted)
+  and keeps a running max per row; generation carries that max from step to step.
+- 'layer' and 'shared' need each token's entropy class, from the frozen model's distribution at that token, and
+  'shared' its running mean of the frozen last hidden state: a frozen pass runs beside every forward, with its own
+  KV cache during generation, so a decoded token is routed exactly as teacher-forced scoring routes it.
+- 'none': every forget head is always on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from alter.adapters.config import AlterConfig
+from alter.adapters.gates import ContentGate, SharedRouter
+from alter.adapters.layer import AlterLayer, Routing, RoutingSlot, route_weights
+from alter.errors import UserError
+from alter.io import atomic_path, write_json
+from alter.models.families import decoder_layers, linear_features, target_names
+
+FORMAT = "alter-asymmetric-lora/2"
+WEIGHTS, CONFIG, CLUSTERS = "alter_adapter.safetensors", "alter_config.json", "clusters.json"
+LAYER_PARAMETERS = ("lora_A", "retain_B", "forget_B", "router")
+
+
+def default_gate_layer(model: nn.Module) -> int:
+    return max(1, model.config.num_hidden_layers // 4)
+
+
+class AlterModel:
+    def __init__(self, model: nn.Module, config: AlterConfig):
+        self.model, self.config = model, config
+        self.slot = RoutingSlot()
+        self.gate_layer = 0
+        if config.router == "content":
+            self.gate_layer = config.gate_layer if config.gate_layer >= 0 else default_gate_layer(model)
+            if not 1 <= self.gate_layer < model.config.num_hidden_layers:
+                raise UserError(f"gate_layer: must lie in 1..{model.config.num_hidden_layers - 1}, got {self.gate_layer}")
+            config.gate_layer = self.gate_layer
+        self.layers = self._inject()
+        hidden, device = model.config.hidden_size, next(model.parameters()).device
+        self.gate = {"content": lambda: ContentGate(hidden, config.forget_heads),
+                     "shared": lambda: SharedRouter(hidden, config.router_outputs)}.get(config.router, lambda: None)()
+        if self.gate is not None:
+            self.gate.to(device)
+        self._frozen_pass = False
+        self._mask: torch.Tensor | None = None
+        self._carry = None  # the gate's state at the end of the last chunk of each row (generation)
+        self._companion = None  # the frozen pass's KV cache during generation ('layer', 'shared')
+        model.register_forward_pre_hook(self._before, with_kwargs=True)
+        model.register_forward_hook(self._after, with_kwargs=True)
+        if config.router == "content":
+            decoder_layers(model)[self.gate_layer].register_forward_pre_hook(self._at_gate_layer, with_kwargs=True)
+        model.alter = self
+
+    # --- structure ----------------------------------------------------------------------------------------------
+
+    def _inject(self) -> list[tuple[str, AlterLayer]]:
+        self.model.requires_grad_(False)
+        targets = self.config.target_modules or list(target_names(self.model))
+        self.config.target_modules = list(targets)
+        blocks = decoder_layers(self.model)
+        prefix = next(name for name, module in self.model.named_modules() if module is blocks)
+        layers = []
+        for index in range(self.gate_layer, len(blocks)):
+            for name, module in list(blocks[index].named_modules()):
+                for child_name, child in list(module.named_children()):
+                    if child_name in targets and linear_features(child) is not None:
+                        layer = AlterLayer(child, self.config, self.slot)
+                        setattr(module, child_name, layer)
+                        layers.append((".".join(filter(None, (prefix, str(index), name, child_name))), layer))
+        if not layers:
+            raise UserError(f"no linear layer named {', '.join(targets)} in {type(self.model).__name__}")
+        return layers
+
+    def parameters(self, kind: str) -> list[nn.Parameter]:
+        """One kind of adapter parameter across layers: lora_A, retain_B, forget_B or router."""
+        return [getattr(layer, kind) for _, layer in self.layers if getattr(layer, kind) is not None]
+
+    @property
+    def needs_frozen_pass(self) -> bool:
+        return self.config.router in ("layer", "shared")
+
+    # --- routing ------------------------------------------------------------------------------------------------
+
+    def disabled(self):
+        """The base model: the adapter is off inside this block."""
+        return _Disabled(self)
+
+    @contextlib.contextmanager
+    def routed(self, routing: Routing):
+        """Run the forwards inside with the given (training) routing."""
+        self.slot.routing = routing
+        try:
+            yield routing
+        finally:
+            self.slot.routing = None
+
+    @torch.no_grad()
+    def frozen_output(self, input_ids, attention_mask, **extra):
+        with self.disabled():
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, **{"use_cache": False, **extra})
+
+    @contextlib.contextmanager
+    def recording(self):
+        """Collect the forget-head weights of the forwards inside; `routes()` then tells, per token, the head most
+        layers used (0 = none) and the entropy class."""
+        self.slot.recorded, self._recorded_high = [], None
+        try:
+            yield self
+        finally:
+            self.slot.recorded = None
+
+    def routes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        weights = torch.stack(self.slot.recorded).mean(0)  # [batch, seq, N], averaged over layers
+        route = torch.where(weights.sum(-1) >= 0.5, weights.argmax(-1) + 1, 0)
+        return route, self._recorded_high
+
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        """Generation dropped finished sequences from its batch: keep the routing state of the remaining `rows`."""
+        if isinstance(self._carry, tuple):
+            self._carry = tuple(part[rows] for part in self._carry)
+        elif self._carry is not None:
+            self._carry = self._carry[rows]
+        if self._companion is not None:
+            self._companion.batch_select_indices(rows)
+
+    def _before(self, module, args, kwargs):
+        if self._frozen_pass or not self.slot.enabled or (self.slot.routing is not None and self.slot.routing.training):
+            return None
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        length = input_ids.shape[1]
+        full_mask = kwargs.get("attention_mask")
+        self._mask = torch.ones_like(input_ids) if full_mask is None else full_mask[:, -length:]
+        cache = kwargs.get("cache")
+        if cache is None or cache.get_seq_length() == 0:  # a new sequence
+            self._carry = None
+            self._companion = None
+            if cache is not None and self.needs_frozen_pass:
+                from transformers import DynamicCache
+
+                self._companion = DynamicCache(config=self.model.config)
+        high = torch.zeros_like(input_ids, dtype=torch.bool)
+        weights = None
+        if self.needs_frozen_pass:
+            extra = {"position_ids": kwargs["position_ids"]} if kwargs.get("position_ids") is not None else {}
+            if self._companion is not None:
+                extra.update(cache=self._companion, use_cache=True)
+            output = self.frozen_output(input_ids, full_mask, output_hidden_states=self.config.router == "shared",
+                                        **extra)
+            high = self.config.entropy.is_high(output.logits)
+            if self.config.router == "shared":
+                means, self._carry = SharedRouter.running_mean(output.hidden_states[-1], self._mask, self._carry)
+                weights = route_weights(self.gate(means), high, self.config)
+        elif self.config.router == "none":
+            weights = torch.ones(*input_ids.shape, self.config.forget_heads, device=input_ids.device)
+        self.slot.routing = Routing(high=high, weights=weights)
+        if self.slot.recorded is not None:
+            self.slot.recorded.clear()
+            self._recorded_high = high
+        return None
+
+    def _at_gate_layer(self, module, args, kwargs):
+        routing = self.slot.routing
+        if routing is None or routing.training or not self.slot.enabled:
+            return None
+        hidden = kwargs.get("hidden_states", args[0] if args else None)
+        pooled = ContentGate.running_max(self.gate.scores(hidden, self._mask), self._carry)
+        self._carry = pooled[:, -1]
+        routing.weights = ContentGate.weights(pooled)
+        return None
+
+    def _after(self, module, args, kwargs, output):
+        if self.slot.routing is not None and not self.slot.routing.training:
+            self.slot.routing = None
+        return None
+
+    # --- save and load ------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        state = {f"{name}.{kind}": getattr(layer, kind).detach().contiguous().cpu()
+                 for name, layer in self.layers for kind in LAYER_PARAMETERS if getattr(layer, kind) is not None}
+        if self.gate is not None:
+            state.update({f"gate.{k}": v.detach().contiguous().cpu() for k, v in self.gate.state_dict().items()})
+        return state
+
+    def save(self, folder: Path, base_model: str, facts: dict | None = None, clusters: dict | None = None) -> None:
+        with atomic_path(folder / WEIGHTS) as tmp:
+            save_file(self.state_dict(), str(tmp))
+        write_json(folder / CONFIG, {"format": FORMAT, "base_model": base_model, "config": self.config.to_dict(),
+                                     **(facts or {})})
+        if clusters is not None:
+            write_json(folder / CLUSTERS, clusters)
+
+    @classmethod
+    def load(cls, model: nn.Module, folder: Path) -> "AlterModel":
+        meta = json.loads((folder / CONFIG).read_text())
+        if meta.get("format") != FORMAT:
+            raise UserError(f"{folder / CONFIG}: adapter format {meta.get('format')!r}; this alter reads {FORMAT} "
+                            "(retrain the adapter)")
+        if not (folder / WEIGHTS).is_file():
+            raise UserError(f"{folder}: adapter has no {WEIGHTS}; alter loads safetensors only")
+        try:
+            config = AlterConfig.from_dict(meta["config"])
+        except (ValueError, TypeError) as err:
+            raise UserError(f"{folder / CONFIG}: {err}") from None
+        adapter = cls(model, config)
+        state = load_file(str(folder / WEIGHTS))
+        expected = adapter.state_dict()
+        if set(state) != set(expected):
+            raise UserError(f"{folder}: adapter does not fit this model (different architecture or layers)")
+        targets = {f"{name}.{kind}": getattr(layer, kind) for name, layer in adapter.layers for kind in LAYER_PARAMETERS
+                   if getattr(layer, kind) is not None}
+        targets.update({f"gate.{k}": v for k, v in (adapter.gate.state_dict(keep_vars=True).items()
+                                                     if adapter.gate is not None else [])})
+        with torch.no_grad():
+            for key, value in state.items():
+                if targets[key].shape != value.shape:
+                    raise UserError(f"{folder}: adapter does not fit this model ({key}: {tuple(value.shape)} vs "
+                                    f"{tuple(targets[key].shape)})")
+                targets[key].copy_(value)
+        return adapter
+
+
+class _Disabled:
+    def __init__(self, adapter: AlterModel):
+        self.adapter = adapter
+
+    def __enter__(self):
+        self.adapter._frozen_pass, self.saved = True, self.adapter.slot.enabled
+        self.adapter.slot.enabled = False
+
+    def __exit__(self, *exc):
+        self.adapter._frozen_pass = False
+        self.adapter.slot.enabled = self.saved
+
+
+def is_alter_adapter(folder: Path) -> bool:
+    return (folder / CONFIG).is_file()

@@ -1,0 +1,123 @@
+"""ALTER (Chen et al., AAAI 2026): token-entropy-guided asymmetric LoRA unlearning, as a recipe read top to bottom.
+docs/method.md has the method as implemented, each gap of the paper, the switch that closes it and its evidence.
+
+1. Frozen pass over the forget items: token entropies, pooled hidden states, and the states the gate reads.
+2. Sub-domains: k-means on the pooled states, one forget head each.
+3. The gate: fitted on the forget items and a sample of retain items that the evaluation does not use.
+4. Frozen pass over the retain items: entropies, and where the gate fires.
+5. The high/low threshold, the adapter (`AlterModel`), and the two phases:
+   Phase I: A (lr_a) and the retain head (lr_b) learn NLL on high-entropy answer tokens;
+   Phase II: forget heads learn the inverse hinge on their own sub-domain's low-entropy tokens, the retain head NLL
+   on retain answers, A from high-entropy tokens only, a KL regulariser keeps high-entropy forget tokens at the
+   frozen model's distribution, and a 'layer' router learns its routes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from alter.adapters.config import AlterConfig
+from alter.adapters.gates import ContentGate, SharedRouter
+from alter.adapters.model import AlterModel, default_gate_layer
+from alter.entropy import EntropySettings, threshold_from
+from alter.errors import UserError
+from alter.methods.alter.gate_fit import fit_content_gate, fit_shared_router
+from alter.methods.alter.objective import ALTERObjective
+from alter.methods.alter.params import ALTERParams
+from alter.methods.alter.statistics import item_statistics
+from alter.methods.alter.subdomains import agreement_with_groups, choose_subdomains
+from alter.methods.base import Method, Phase, Plan, Setup
+
+
+def prepare(setup: Setup) -> Plan:
+    params: ALTERParams = setup.params
+    if setup.sharded:
+        raise UserError("--method alter runs in one process or under DDP: its frozen passes read the whole model, "
+                        "which FSDP and DeepSpeed shard")
+    model, pad = setup.model, setup.tokenizer.pad_token_id
+    entropy = EntropySettings(params.entropy, params.q, params.threshold, params.entropy_guidance)
+    reads = _gate_reads(model, params)
+    forget = item_statistics(model, setup.forget, pad, setup.precision, entropy, pooled=True, feature_layer=reads)
+    domains, clustering = choose_subdomains(forget.pooled, params.forget_heads, params.max_forget_heads, setup.seed)
+    clustering["agreement_with_subjects"] = agreement_with_groups(domains, setup.item_groups)
+    gate, gate_facts = _fit_gate(model, setup, params, forget, domains, reads, clustering["heads"], entropy)
+    retain = item_statistics(model, setup.retain, pad, setup.precision, entropy,
+                             feature_layer=reads if params.router == "content" else None, gate=gate)
+    answer_entropy = torch.cat([e[item.prompt_length - 1 : -1] for e, item in
+                                zip(forget.entropy + retain.entropy, setup.forget + setup.retain)])
+    entropy.threshold = threshold_from(answer_entropy, params.threshold, params.threshold_quantile)
+    config = AlterConfig(rank=params.rank, alpha=params.lora_alpha, forget_heads=clustering["heads"],
+                         router=params.router, null_output=params.null_output, gate_layer=params.gate_layer,
+                         top_k_high=min(params.top_k_high, clustering["heads"] + int(params.null_output)),
+                         temperature_high=params.temperature_high, temperature_low=params.temperature_low,
+                         entropy=entropy)
+    torch.manual_seed(setup.seed)
+    adapter = AlterModel(model, config)
+    if gate is not None:
+        adapter.gate.load_state_dict(gate.state_dict())
+    gate_on = None
+    if params.router == "content":
+        fires = [gate.weights(gate.running_max(gate.scores(torch.as_tensor(f)[None], None), None))[0] > 0
+                 for f in forget.features]
+        gate_on = {"forget": [on.numpy() for on in fires], "retain": retain.features}
+    objective = ALTERObjective(adapter, params, {"forget": forget.entropy, "retain": retain.entropy},
+                               torch.as_tensor(domains), entropy.threshold, gate_on)
+    phases = [Phase("phase1", objective.phase1, [{"params": adapter.parameters("lora_A"), "lr": params.lr_a},
+                                                {"params": adapter.parameters("retain_B"), "lr": params.lr_b}],
+                    epochs=params.phase1_epochs),
+              Phase("phase2", objective.phase2, [{"params": adapter.parameters("lora_A"), "lr": params.lr_a},
+                                                {"params": adapter.parameters("retain_B") + adapter.parameters("forget_B")
+                                                 + adapter.parameters("router"), "lr": params.lr_b}])]
+    high = answer_entropy > entropy.threshold
+    facts = {"entropy_threshold": entropy.threshold,
+             "high_entropy_fraction": float(high.float().mean()) if params.entropy_guidance else 0.0,
+             "clustering": clustering, "gate": gate_facts, "gate_layer": adapter.gate_layer,
+             "adapted_layers": len(adapter.layers), "entropy_histogram": _histogram(answer_entropy.numpy())}
+    clusters = {str(i): int(d) for i, d in enumerate(domains)}
+    return Plan(model, phases, "adapter",
+                lambda folder: adapter.save(folder, setup.base_model, {"alter": facts}, clusters), {"alter": facts})
+
+
+def _gate_reads(model, params: ALTERParams) -> int | None:
+    """The hidden-state layer the gate is fitted on: the content gate's layer input, the shared router's last layer."""
+    if params.router == "content":
+        return params.gate_layer if params.gate_layer >= 0 else default_gate_layer(model)
+    return -1 if params.router == "shared" else None
+
+
+def _fit_gate(model, setup: Setup, params: ALTERParams, forget, domains: np.ndarray, reads: int | None, heads: int,
+              entropy: EntropySettings):
+    """The content gate or shared router, fitted on every forget item and a seeded sample of the retain items that
+    a method may fit on (never the evaluation's)."""
+    if reads is None:
+        return None, None
+    allowed = setup.fit_retain if setup.fit_retain is not None else list(range(len(setup.retain)))
+    count = min(len(allowed), params.gate_retain_items * len(setup.forget))
+    sample = sorted(np.random.default_rng(setup.seed).choice(allowed, count, replace=False).tolist())
+    retain = item_statistics(model, [setup.retain[i] for i in sample], setup.tokenizer.pad_token_id, setup.precision,
+                             entropy, feature_layer=reads)
+    prompts = [item.prompt_length for item in setup.forget]
+    hidden = model.config.hidden_size
+    if params.router == "content":
+        gate = ContentGate(hidden, heads)
+        facts = fit_content_gate(gate, forget.features, prompts, domains, retain.features, setup.seed)
+    else:
+        gate = SharedRouter(hidden, heads + int(params.null_output))
+        means = [SharedRouter.running_mean(torch.as_tensor(f)[None], None)[0][0].numpy() for f in forget.features]
+        retain_means = [SharedRouter.running_mean(torch.as_tensor(f)[None], None)[0][0].numpy() for f in retain.features]
+        facts = fit_shared_router(gate, means, prompts, domains, retain_means, setup.seed, params.null_output)
+    return gate, {**facts, "retain_items": count, "kind": params.router}
+
+
+def _histogram(values: np.ndarray, bins: int = 60) -> dict:
+    counts, edges = np.histogram(values, bins=bins)
+    return {"edges": edges.round(4).tolist(), "counts": counts.tolist(), "kind": "answer tokens, forget + retain"}
+
+
+METHOD = Method(
+    "alter",
+    "ALTER: token-entropy-guided asymmetric LoRA (shared A, one forget head per sub-domain, retain head, gate)",
+    ALTERParams, prepare, uses_lora=False, uses_learning_rate=False, sparse_gradients=True,
+    train_defaults={"epochs": 3.0, "batch_size": 4},
+)

@@ -1,0 +1,118 @@
+"""Fitting ALTER's whole-model gates before training (docs/method.md, "The gate").
+
+`fit_content_gate`: a linear detector over the hidden state entering the gate layer, one score per sub-domain and
+token, trained so that its running max over positions <= t is positive at every answer position of a forget item
+of that sub-domain and negative everywhere in other sub-domains' items and retain items. The loss is binary cross-
+entropy on the running max (multiple-instance learning: any token of the context may carry the evidence), with
+positives and negatives weighted equally per head. The prompt positions of a forget item are left free: the gate may
+switch on as soon as the subject is named, or later.
+
+`fit_shared_router`: the previous default, a multinomial logistic regression from the running mean of the frozen
+last hidden state to "no forget head" or a sub-domain (sklearn).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from alter.adapters.gates import ContentGate, SharedRouter
+
+
+def _padded(arrays: list[np.ndarray], width: int) -> torch.Tensor:
+    out = torch.zeros(len(arrays), width, arrays[0].shape[-1])
+    for row, array in enumerate(arrays):
+        out[row, : len(array)] = torch.as_tensor(array, dtype=torch.float32)
+    return out
+
+
+def content_gate_targets(forget_lengths: list[tuple[int, int]], domains: np.ndarray, retain_lengths: list[int],
+                         heads: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Targets and weights [items, width, heads] for forget items (given as (length, prompt length)) then retain items:
+    1 at the answer positions of the item's own head, 0 for every other head and all retain positions, weight 0 at
+    padding and at the own head's prompt positions."""
+    rows = len(forget_lengths) + len(retain_lengths)
+    targets, known = torch.zeros(rows, width, heads), torch.zeros(rows, width, heads)
+    for row, ((length, prompt), domain) in enumerate(zip(forget_lengths, domains)):
+        known[row, :length] = 1
+        known[row, : prompt - 1, domain] = 0
+        targets[row, prompt - 1 : length, domain] = 1
+    for offset, length in enumerate(retain_lengths):
+        known[len(forget_lengths) + offset, :length] = 1
+    return targets, known
+
+
+def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts: list[int], domains: np.ndarray,
+                     retain: list[np.ndarray], seed: int, steps: int = 500, lr: float = 0.1,
+                     weight_decay: float = 1e-4) -> dict:
+    """Fit `gate.detector` in place on per-item hidden states ([tokens, hidden] each); return fit statistics."""
+    generator = torch.Generator().manual_seed(seed)
+    arrays = forget + retain
+    width = max(len(a) for a in arrays)
+    stacked = np.concatenate(arrays)
+    mean, std = torch.as_tensor(stacked.mean(0)), torch.as_tensor(stacked.std(0) + 1e-6)
+    x = (_padded(arrays, width) - mean) / std
+    mask = torch.zeros(len(arrays), width, dtype=torch.bool)
+    for row, array in enumerate(arrays):
+        mask[row, : len(array)] = True
+    heads = gate.detector.out_features
+    targets, known = content_gate_targets([(len(f), p) for f, p in zip(forget, forget_prompts)], domains,
+                                          [len(r) for r in retain], heads, width)
+    positives = (targets * known).sum((0, 1))
+    negatives = ((1 - targets) * known).sum((0, 1))
+    weights = known * torch.where(targets > 0, negatives / positives.clamp_min(1), 1.0)
+    detector = torch.nn.Linear(x.shape[-1], heads)
+    with torch.no_grad():
+        detector.weight.normal_(std=0.01, generator=generator)
+        detector.bias.fill_(-1.0)
+    optimizer = torch.optim.Adam(detector.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(steps):
+        scores = detector(x).masked_fill(~mask[..., None], float("-inf"))
+        pooled = scores.cummax(dim=1).values.clamp_min(-30.0)  # padding sits after each item's tokens
+        loss = F.binary_cross_entropy_with_logits(pooled, targets, weight=weights, reduction="sum") / weights.sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():  # fold the standardisation into the detector
+        weight = detector.weight / std
+        gate.detector.weight.copy_(weight)
+        gate.detector.bias.copy_(detector.bias - weight @ mean)
+        fired = ContentGate.weights(ContentGate.running_max(gate.scores(x * std + mean, mask), None)) > 0
+    answer = (targets > 0) & (known > 0)
+    retain_rows = slice(len(forget), None)
+    return {"loss": float(loss.detach()), "forget_answer_recall": float(fired[answer].float().mean()),
+            "retain_fire_rate": float(fired[retain_rows].any(-1)[mask[retain_rows]].float().mean()),
+            "items": {"forget": len(forget), "retain": len(retain)}, "steps": steps}
+
+
+def shared_router_targets(forget_lengths: list[tuple[int, int]], domains: np.ndarray, retain_lengths: list[int]):
+    labels = [np.where(np.arange(n) >= prompt - 1, domain + 1, 0) for (n, prompt), domain in zip(forget_lengths, domains)]
+    return labels + [np.zeros(n, int) for n in retain_lengths]
+
+
+def fit_shared_router(router: SharedRouter, forget_means: list[np.ndarray], forget_prompts: list[int],
+                      domains: np.ndarray, retain_means: list[np.ndarray], seed: int, null_output: bool) -> dict:
+    """Multinomial logistic regression (sklearn, C 0.1, balanced classes) from running means to the training routes:
+    answer positions of forget items -> their sub-domain, everything else -> 'no forget head'."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    x = np.concatenate(forget_means + retain_means)
+    y = np.concatenate(shared_router_targets([(len(f), p) for f, p in zip(forget_means, forget_prompts)], domains,
+                                             [len(r) for r in retain_means]))
+    scaler = StandardScaler().fit(x)
+    classifier = LogisticRegression(C=0.1, max_iter=3000, class_weight="balanced", random_state=seed)
+    classifier.fit(scaler.transform(x), y)
+    weight = classifier.coef_ / scaler.scale_
+    bias = classifier.intercept_ - weight @ scaler.mean_
+    if weight.shape[0] == 1:  # two classes (one sub-domain): sklearn keeps one row, for class 1
+        weight, bias = np.concatenate([-weight / 2, weight / 2]), np.concatenate([-bias / 2, bias / 2])
+    if not null_output:  # no 'none' output: the router chooses among the heads only
+        weight, bias = weight[1:], bias[1:]
+    with torch.no_grad():
+        router.linear.weight.copy_(torch.as_tensor(weight, dtype=torch.float32))
+        router.linear.bias.copy_(torch.as_tensor(bias, dtype=torch.float32))
+    answer = y > 0
+    return {"positions": int(len(y)),
+            "answer_accuracy": float(np.mean(classifier.predict(scaler.transform(x[answer])) == y[answer]))}

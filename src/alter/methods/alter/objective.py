@@ -1,0 +1,194 @@
+"""ALTER's two training phases as objectives over joined forget + retain batches.
+
+Every step is one forward over the forget and retain rows together (right-padded to the widest, per-row routing),
+then one backward: what DDP requires. `routes` says where forget heads act in training, the same policy as at
+inference for each router (docs/method.md, "Training routes"):
+- 'content': from the position where the fitted gate fires, on forget rows of the head's sub-domain and on any
+  retain row the gate fires on (there the heads are read but never trained);
+- 'layer', 'shared': at the low-entropy answer tokens of forget rows (the routes the router learns);
+- 'none': every head on every token; retain rows train every head too, as nothing else keeps them harmless there.
+A forget head learns only at low-entropy tokens of its own sub-domain's rows (isolation; `head_grad`), except
+under 'none' on retain rows.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from alter.adapters.layer import ALL_HEADS, Routing
+from alter.adapters.model import AlterModel
+from alter.data.batching import pad_rows
+from alter.data.formatting import IGNORE_INDEX
+from alter.methods.alter.params import ALTERParams
+from alter.methods.base import first_answer_position
+from alter.methods.losses import inverse_hinge, masked_kl, masked_nll
+from alter.models.outputs import logits_at
+
+
+def predicts_answer(labels: torch.Tensor) -> torch.Tensor:
+    """Positions whose next-token distribution is scored against an answer token."""
+    following = labels[:, 1:] != IGNORE_INDEX
+    return torch.cat([following, torch.zeros_like(following[:, :1])], dim=1)
+
+
+def next_labels(labels: torch.Tensor) -> torch.Tensor:
+    return torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], IGNORE_INDEX)], dim=1)
+
+
+def joined_batch(batches: list[dict]) -> dict:
+    """Forget and retain rows in one batch, so a step is one forward and one backward."""
+    return {"input_ids": pad_rows([b["input_ids"] for b in batches], 0),
+            "attention_mask": pad_rows([b["attention_mask"] for b in batches], 0),
+            "labels": pad_rows([b["labels"] for b in batches], IGNORE_INDEX)}
+
+
+def row_spans(batches: list[dict]) -> list[slice]:
+    """The rows of each batch inside `joined_batch(batches)`."""
+    spans, start = [], 0
+    for batch in batches:
+        spans.append(slice(start, start + batch["input_ids"].shape[0]))
+        start += batch["input_ids"].shape[0]
+    return spans
+
+
+class ALTERObjective:
+    """Losses of both phases. Per item, from the frozen pass: `entropies[kind][i]` (each position's entropy) and,
+    for the content gate, `gate_on[kind][i]` (whether the gate fires at each position, [tokens, N])."""
+
+    def __init__(self, adapter: AlterModel, params: ALTERParams, entropies: dict, domains: torch.Tensor,
+                 threshold: float, gate_on: dict | None = None):
+        self.adapter, self.params, self.entropies = adapter, params, entropies
+        self.domains, self.threshold, self.gate_on = domains, threshold, gate_on
+        self.heads = adapter.config.forget_heads
+
+    @staticmethod
+    def _rows(values: list, index: torch.Tensor, fill) -> torch.Tensor:
+        """Per-item arrays ([tokens] or [tokens, N]) of the batch's items, right-padded: [rows, seq(, N)]."""
+        rows = [torch.as_tensor(values[i]) for i in index.tolist()]
+        if rows[0].dim() == 1:
+            return pad_rows(rows, fill)
+        heads = rows[0].shape[1]
+        return pad_rows([row.T for row in rows], fill).reshape(len(rows), heads, -1).transpose(1, 2)
+
+    def high(self, kind: str, index: torch.Tensor, batch: dict) -> torch.Tensor:
+        valid = batch["attention_mask"].bool()
+        if not self.params.entropy_guidance:
+            return torch.zeros_like(valid)
+        return (self._rows(self.entropies[kind], index, 0.0).to(valid.device) > self.threshold) & valid
+
+    def _gate(self, kind: str, index: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Where the fitted content gate fires, [rows, seq, N] (float)."""
+        return self._rows(self.gate_on[kind], index, False).float().to(batch["input_ids"].device)
+
+    def _forward(self, model, batch: dict, routing: Routing):
+        """Logits from the batch's first answer-predicting position on (the output layer skips the prompts)."""
+        start = first_answer_position(batch["labels"])
+        keep = torch.arange(start, batch["input_ids"].shape[1], device=batch["input_ids"].device)
+        with self.adapter.routed(routing):
+            logits = logits_at(lambda **extra: model(input_ids=batch["input_ids"],
+                                                     attention_mask=batch["attention_mask"], **extra), model, keep)
+        return logits.float(), start
+
+    def phase1(self, model, batch: dict):
+        """A (and B_r) learn next-token NLL on high-entropy answer tokens; the forget heads are off."""
+        parts = [batch["forget"], batch["retain"]]
+        high = [self.high(kind, batch[f"{kind}_index"], part) for kind, part in zip(("forget", "retain"), parts)]
+        a_grad = [self._a_mask(h, part) for h, part in zip(high, parts)]
+        retain_grad = [a_grad[0] & self.params.retain_head_on_forget, a_grad[1]]
+        joint = joined_batch(parts)
+        joint_a = pad_rows(a_grad, False)
+        routing = Routing(high=pad_rows(high, False), weights=joint_a.new_zeros(*joint_a.shape, self.heads).float(),
+                          a_grad=joint_a, retain_grad=pad_rows(retain_grad, False),
+                          head_grad=torch.zeros_like(joint["input_ids"]))
+        logits, start = self._forward(model, joint, routing)
+        mask = (predicts_answer(joint["labels"]) & joint_a)[:, start:]
+        targets = next_labels(joint["labels"])[:, start:]
+        losses = [masked_nll(logits[rows], targets[rows], mask[rows]) for rows in row_spans(parts)]
+        loss = sum(losses) / len(losses)
+        return loss, {"phase1_nll": loss.item()}
+
+    def _a_mask(self, high: torch.Tensor, batch: dict) -> torch.Tensor:
+        return high if self.params.entropy_guidance else batch["attention_mask"].bool()
+
+    def routes(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forget-head weights [rows, seq, N] and head_grad [rows, seq] for the forget rows, then the retain rows."""
+        forget, retain = batch["forget"], batch["retain"]
+        high = self.high("forget", batch["forget_index"], forget)
+        head = (self.domains.to(high.device)[batch["forget_index"]].long() + 1)[:, None].expand_as(high)
+        own = torch.nn.functional.one_hot(head.long() - 1, self.heads).float()
+        router = self.params.router
+        retain_shape = (*retain["input_ids"].shape, self.heads)
+        if router == "content":
+            on = self._gate("forget", batch["forget_index"], forget) * own
+            forget_weights, forget_grad = on, torch.where((on.sum(-1) > 0) & ~high, head, 0)
+            retain_weights = self._gate("retain", batch["retain_index"], retain)
+            retain_grad = torch.zeros_like(retain["input_ids"])
+        elif router == "none":
+            valid = forget["attention_mask"].bool()
+            forget_weights = valid[..., None].float().expand(*valid.shape, self.heads)
+            forget_grad = torch.where(valid & ~high, head, 0)
+            retain_weights = retain["attention_mask"][..., None].float().expand(retain_shape)
+            retain_grad = torch.where(retain["attention_mask"].bool(), ALL_HEADS, 0)
+        else:
+            low_answer = predicts_answer(forget["labels"]) & ~high
+            forget_weights = own * low_answer[..., None]
+            forget_grad = torch.where(low_answer, head, 0)
+            retain_weights = torch.zeros(retain_shape, device=high.device)
+            retain_grad = torch.zeros_like(retain["input_ids"])
+        return forget_weights, forget_grad, retain_weights, retain_grad
+
+    def phase2(self, model, batch: dict):
+        forget, retain = batch["forget"], batch["retain"]
+        high = self.high("forget", batch["forget_index"], forget)
+        retain_high = self.high("retain", batch["retain_index"], retain)
+        answer = predicts_answer(forget["labels"])
+        forget_weights, forget_grad, retain_weights, retain_grad = self.routes(batch)
+        joint = joined_batch([forget, retain])
+        routing = Routing(
+            high=pad_rows([high, retain_high], False),
+            weights=torch.cat([_pad3(forget_weights, joint), _pad3(retain_weights, joint)]),
+            a_grad=pad_rows([self._a_mask(high, forget), self._a_mask(retain_high, retain)], False),
+            retain_grad=pad_rows([torch.zeros_like(high), retain["attention_mask"].bool()], False),
+            head_grad=pad_rows([forget_grad, retain_grad], 0),
+            **self._router_training(forget, retain, answer & ~high, batch["forget_index"]))
+        logits, start = self._forward(model, joint, routing)
+        forget_rows, retain_rows = row_spans([forget, retain])
+        forget_logits = logits[forget_rows, : forget["input_ids"].shape[1] - start]
+        retain_logits = logits[retain_rows, : retain["input_ids"].shape[1] - start]
+        low_answer = (answer & ~high)[:, start:]
+        forget_loss = inverse_hinge(forget_logits, next_labels(forget["labels"])[:, start:], low_answer)
+        keep = torch.arange(start, forget["input_ids"].shape[1], device=forget["input_ids"].device)
+        frozen = logits_at(lambda **extra: self.adapter.frozen_output(forget["input_ids"], forget["attention_mask"],
+                                                                      **extra), model, keep).float()
+        regulariser = masked_kl(frozen, forget_logits, (answer & high)[:, start:])
+        retain_loss = masked_nll(retain_logits, next_labels(retain["labels"])[:, start:],
+                                 predicts_answer(retain["labels"])[:, start:])
+        router_loss = routing.router_loss / max(1, len(self.adapter.layers))
+        p = self.params
+        loss = (p.forget_weight * forget_loss + p.retain_weight * retain_loss + p.regulariser_weight * regulariser
+                + p.router_weight * router_loss)
+        return loss, {"forget_loss": forget_loss.item(), "retain_loss": retain_loss.item(),
+                      "regulariser": regulariser.item(), "router_loss": float(torch.as_tensor(router_loss).detach())}
+
+    def _router_training(self, forget: dict, retain: dict, low_answer: torch.Tensor, index: torch.Tensor) -> dict:
+        """'layer' router: the tokens where its softmax weights the heads (`router_training`), and the routes it
+        learns by cross-entropy: a forget row's low-entropy answer tokens -> their head, every other token -> 'no
+        forget head' (only with a null output; without one, those tokens teach the router nothing)."""
+        if self.params.router != "layer":
+            return {}
+        mode = self.params.router_training
+        forget_valid, retain_valid = forget["attention_mask"].bool(), retain["attention_mask"].bool()
+        tokens = [forget_valid & (mode == "all"), retain_valid & (mode in ("retain", "all"))]
+        head = (self.domains.to(low_answer.device)[index].long() + 1)[:, None].expand_as(low_answer)
+        null = self.adapter.config.null_output
+        none = 0 if null else IGNORE_INDEX
+        forget_target = torch.where(low_answer, head if null else head - 1,
+                                    torch.where(forget_valid, none, IGNORE_INDEX))
+        retain_target = torch.where(retain_valid, none, IGNORE_INDEX)
+        return {"router_tokens": pad_rows(tokens, False),
+                "router_target": pad_rows([forget_target, retain_target], IGNORE_INDEX)}
+
+
+def _pad3(weights: torch.Tensor, joint: dict) -> torch.Tensor:
+    width = joint["input_ids"].shape[1]
+    return torch.cat([weights, weights.new_zeros(weights.shape[0], width - weights.shape[1], weights.shape[2])], 1)

@@ -1,0 +1,50 @@
+"""ALTER's hyperparameters: the recipe's `params` section (`configs/unlearn/alter.yaml`, the default, and
+`configs/unlearn/alter-paper.yaml`, the paper's reading of every gap). docs/method.md has each gap and its evidence."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alter.adapters.config import ROUTERS
+
+ROUTER_TRAINING = ("routes", "retain", "all")
+# The paper's reading of every gap that has a switch (configs/unlearn/alter-paper.yaml; `alter-paper` in benches):
+# a learned gate per layer with no "no forget head" output, its tempered softmax weighting the heads in training,
+# and the retain head trained on retain data only.
+PAPER = {"router": "layer", "null_output": False, "router_training": "all", "retain_head_on_forget": False}
+
+
+@dataclass
+class ALTERParams:
+    entropy: str = "tsallis"  # or "shannon"
+    q: float = 1.2
+    threshold: float = 1.2  # paper: tokens with S_q > 1.2 are high-entropy
+    threshold_quantile: float | None = None  # if set, the threshold is this quantile of the observed entropies
+    entropy_guidance: bool = True  # off: plain asymmetric LoRA (every token low-entropy, A learns from all)
+    forget_heads: int = 0  # 0 = chosen by silhouette score among 2..max_forget_heads
+    max_forget_heads: int = 4
+    rank: int = 8
+    lora_alpha: float = 16.0
+    router: str = "content"  # content | layer (paper) | shared | none (adapters/config.py)
+    null_output: bool = True  # 'layer'/'shared' routers can answer "no forget head" (paper: no)
+    gate_layer: int = -1  # 'content': decoder layer the gate reads; -1 = a quarter of the depth
+    top_k_high: int = 3
+    temperature_high: float = 0.8
+    temperature_low: float = 0.01
+    router_training: str = "retain"  # 'layer' router: where its softmax weights the heads in training (see below)
+    retain_head_on_forget: bool = True  # Phase I trains B_r on forget rows too (paper: retain rows only)
+    phase1_epochs: float = 1.0
+    lr_a: float = 1e-5
+    lr_b: float = 1e-3
+    forget_weight: float = 1.0
+    retain_weight: float = 1.0
+    regulariser_weight: float = 0.01
+    router_weight: float = 1.0
+    gate_retain_items: int = 4  # retain items per forget item that the gate is fitted on
+
+    def __post_init__(self):
+        if self.router not in ROUTERS:
+            raise ValueError(f"params.router: expected one of {', '.join(ROUTERS)}, got {self.router!r}")
+        if self.router_training not in ROUTER_TRAINING:
+            raise ValueError(f"params.router_training: expected one of {', '.join(ROUTER_TRAINING)}, "
+                             f"got {self.router_training!r}")

@@ -1,0 +1,59 @@
+"""What ALTER learns about the frozen target before training: per-position token entropies, each forget item's
+mean-pooled last hidden state (for the sub-domains), and the hidden states the gate is fitted on. All come from
+batched frozen forwards (`frozen_batches`), run before the adapter exists."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from alter.data.batching import collate, length_sorted_batches
+from alter.data.formatting import EncodedQA
+from alter.entropy import EntropySettings
+from alter.models.precision import autocast
+
+
+@torch.no_grad()
+def frozen_batches(model, items: list[EncodedQA], pad_id: int, precision: str, hidden: bool, batch_size: int = 16):
+    """Yield (item indices, batch, output) for `items` in length-sorted batches: one frozen forward each."""
+    device = next(model.parameters()).device
+    for indices in length_sorted_batches([len(item.input_ids) for item in items], batch_size):
+        batch = {k: v.to(device) for k, v in collate([items[i] for i in indices], pad_id).items()}
+        with autocast(precision, device):
+            output = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           output_hidden_states=hidden, use_cache=False)
+        yield indices, batch, output
+
+
+@dataclass
+class ItemStatistics:
+    entropy: list[torch.Tensor]  # per item: entropy of each position's next-token distribution
+    pooled: np.ndarray | None  # per item: mean of the last hidden state over its tokens
+    features: list[np.ndarray] | None  # per item: hidden state at `feature_layer` ([tokens, hidden], for a gate)
+
+
+def item_statistics(model, items: list[EncodedQA], pad_id: int, precision: str, entropy: EntropySettings,
+                    pooled: bool = False, feature_layer: int | None = None, gate=None) -> ItemStatistics:
+    """One frozen pass over `items`. With `gate` (a fitted ContentGate), `features` holds each position's gate
+    state instead of hidden states: whether it fires, per head ([tokens, N] booleans)."""
+    entropies: list = [None] * len(items)
+    means: list = [None] * len(items)
+    features: list = [None] * len(items)
+    hidden = pooled or feature_layer is not None
+    for indices, batch, output in frozen_batches(model, items, pad_id, precision, hidden):
+        values = entropy.values(output.logits).cpu()
+        state = None
+        if feature_layer is not None:
+            state = output.hidden_states[feature_layer].float()
+            if gate is not None:
+                state = gate.weights(gate.running_max(gate.scores(state, batch["attention_mask"]), None)) > 0
+        for row, index in enumerate(indices):
+            n = len(items[index].input_ids)
+            entropies[index] = values[row, :n]
+            if pooled:
+                means[index] = output.hidden_states[-1][row, :n].float().mean(0).cpu().numpy()
+            if state is not None:
+                features[index] = state[row, :n].cpu().numpy()
+    return ItemStatistics(entropies, np.stack(means) if pooled else None, features if feature_layer is not None else None)

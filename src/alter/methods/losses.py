@@ -1,0 +1,37 @@
+"""Token losses over masked positions, shared by the baselines and ALTER. `logits` [..., vocab], `targets` and
+`mask` [...]: each loss averages over the positions where `mask` is true and is 0 (with a graph) when none is."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _nothing(logits: torch.Tensor) -> torch.Tensor:
+    return logits.sum() * 0.0
+
+
+def masked_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    if not mask.any():
+        return _nothing(logits)
+    return F.cross_entropy(logits[mask].float(), targets[mask])
+
+
+def masked_kl(reference_logits: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(p_reference || p) averaged over masked positions."""
+    if not mask.any():
+        return _nothing(logits)
+    reference = F.log_softmax(reference_logits[mask].float(), -1)
+    return (reference.exp() * (reference - F.log_softmax(logits[mask].float(), -1))).sum(-1).mean()
+
+
+def inverse_hinge(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over masked positions of 1 + p(y) - max_{v != y} p(v) (LoKU's form): pushes the true token down and
+    the best competitor up."""
+    if not mask.any():
+        return _nothing(logits)
+    probs = torch.softmax(logits[mask].float(), dim=-1)
+    y = targets[mask]
+    p_true = probs.gather(-1, y[:, None]).squeeze(-1)
+    p_other = probs.scatter(-1, y[:, None], 0.0).max(-1).values
+    return (1.0 + p_true - p_other).mean()

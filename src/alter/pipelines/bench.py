@@ -1,0 +1,350 @@
+"""`alter bench tofu`: methods side by side, on one data folder or on several generated worlds, each unlearning run
+repeated over seeds, everything evaluated against the retain model of its world.
+
+Units: a (world, seed) pair. Per world, the target (on `full`) and retain (on `retainXX`) models and their
+evaluations are built once and cached in `--cache`, shared by every bench. Per unit, each variant unlearns from the
+world's target in a fresh process and is evaluated. Every step folder carries `bench_key.txt`, a hash of everything
+its output depends on; a step finished under the same key is reused, an unfinished one resumes, one made under
+another key is recomputed. `bench.json` keeps every unit's row; `bench.md` shows the mean and a 95% interval over
+units, and how much of each method's forgetting comes back under each out-of-sample probe ("undone").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from alter import __version__
+from alter.data.splits import retain_split_for
+from alter.data.world import WorldSpec, write_world
+from alter.errors import UserError
+from alter.evaluation.probes import FAMILIES
+from alter.evaluation.suites import get_suite
+from alter.io import write_json, write_text
+from alter.methods import get_method
+from alter.methods.alter.params import PAPER
+from alter.pipelines.isolated import run_isolated
+
+KEY_FILE = "bench_key.txt"
+BUILT_IN_MODELS = ("tiny", "smollm2")
+ROW_KEYS = ("forget_quality", "model_utility", "forget_nll", "retain_nll", "forget_Q_A_Prob", "forget_Q_A_ROUGE",
+            "retain_Q_A_Prob", "retain_Q_A_ROUGE", "privleak")
+PAPER_VARIANT = "alter-paper"
+
+
+@dataclass
+class Variant:
+    name: str
+    method: str
+    overrides: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, text: str) -> "Variant":
+        """`npo`, `npo+lora`, `alter-paper`, or `name=method:key=value:...` (e.g. alter-q15=alter:params.q=1.5)."""
+        if text == PAPER_VARIANT:
+            return cls(PAPER_VARIANT, "alter", [f"params.{k}={str(v).lower()}" for k, v in PAPER.items()])
+        name, _, spec = text.partition("=") if "=" in text.split(":")[0] else (text, "", text)
+        method, *overrides = spec.split(":")
+        if method.endswith("+lora"):
+            method = method.removesuffix("+lora")
+            overrides.append("lora.enabled=true")
+        get_method(method)
+        return cls(name, method, overrides)
+
+
+@dataclass
+class World:
+    name: str
+    data: str
+    tuning: bool = False
+
+
+@dataclass
+class BenchPlan:
+    model: str
+    worlds: list[World]
+    forget_split: str
+    variants: list[Variant]
+    out: Path
+    cache: Path
+    precision: str  # resolved (never "auto"), so it keys every cached step
+    seeds: list[int] = field(default_factory=lambda: [0])
+    probes: str = "all"
+    finetune_options: dict = field(default_factory=dict)  # epochs, learning_rate, batch_size, max_steps
+    eval_settings: dict = field(default_factory=dict)  # EvalSettings fields
+
+
+def generated_worlds(out: Path, count: int, authors: int, tuning: bool) -> list[World]:
+    """Worlds of seeds 1..count (held out), plus seed 0 (the tuning world) when asked; written once."""
+    seeds = ([0] if tuning else []) + list(range(1, count + 1))
+    worlds = []
+    for seed in seeds:
+        folder = out / "worlds" / f"seed-{seed}"
+        if not (folder / "full.json").is_file():
+            write_world(WorldSpec(authors=authors, seed=seed), folder)
+        worlds.append(World(f"seed-{seed}", str(folder), tuning=seed == 0))
+    return worlds
+
+
+def with_paper_variant(variants: list[Variant]) -> list[Variant]:
+    """Every bench that runs ALTER also runs the paper's reading of it."""
+    if any(v.method == "alter" for v in variants) and not any(v.name == PAPER_VARIANT for v in variants):
+        return [*variants, Variant.parse(PAPER_VARIANT)]
+    return variants
+
+
+def fingerprint(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def folder_fingerprint(path: str) -> str:
+    """Contents of a local folder (names and bytes of its files), or the name itself for a built-in or hub model."""
+    folder = Path(path)
+    if path in BUILT_IN_MODELS or not folder.is_dir():
+        return f"{path}@alter-{__version__}"
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and ".publish-" not in str(p)):
+        digest.update(str(file.relative_to(folder)).encode())
+        digest.update(file.read_bytes() if file.stat().st_size < 50_000_000 else str(file.stat().st_size).encode())
+    return digest.hexdigest()[:16]
+
+
+def run_step(folder: Path, key: str, done_file: str, function: str, **kwargs) -> None:
+    """Run `function(**kwargs)` in a fresh process for `folder` unless it is finished under `key`; work made under
+    another key is discarded."""
+    stamp = folder / KEY_FILE
+    previous = stamp.read_text() if stamp.is_file() else None
+    if previous == key and (folder / done_file).is_file():
+        return
+    if previous != key and folder.exists():
+        if previous is not None:
+            print(f"{folder}: made with other settings, recomputing", flush=True)
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(stamp, key)
+    print(f"bench: {function.split(':')[1]} -> {folder}", flush=True)
+    run_isolated(function, **kwargs)
+
+
+def run_bench(plan: BenchPlan) -> dict:
+    suite = get_suite("tofu")
+    units = []
+    references = {}
+    for world in plan.worlds:
+        references[world.name] = _references(plan, world, suite)
+        for seed in plan.seeds:
+            for variant in plan.variants:
+                units.append({"world": world.name, "tuning": world.tuning, "seed": seed, "run": variant.name,
+                              **_run_variant(plan, world, variant, seed, references[world.name], suite)})
+    for world in plan.worlds:
+        for name in ("target", "retain"):
+            units.append({"world": world.name, "tuning": world.tuning, "seed": None, "run": name,
+                          **references[world.name][name]})
+    _add_undone(units)
+    bench = {"suite": "tofu", "model": plan.model, "forget_split": plan.forget_split, "precision": plan.precision,
+             "seeds": plan.seeds, "worlds": [vars(world) for world in plan.worlds],
+             "variants": [vars(variant) for variant in plan.variants], "units": units,
+             "rows": aggregate_rows(units, tuning=False) or aggregate_rows(units, tuning=True),
+             "tuning_rows": aggregate_rows(units, tuning=True) if any(w.tuning for w in plan.worlds) else None}
+    bench["data"] = plan.worlds[0].data if len(plan.worlds) == 1 else str(plan.out / "worlds")
+    write_json(plan.out / "bench.json", bench)
+    write_text(plan.out / "bench.md", markdown(bench))
+    return bench
+
+
+def _eval_settings(plan: BenchPlan) -> dict:
+    return {"precision": plan.precision, **plan.eval_settings}
+
+
+def _eval_options(plan: BenchPlan, world: World) -> dict:
+    return {"data": world.data, "forget_split": plan.forget_split, "probes": plan.probes}
+
+
+def _references(plan: BenchPlan, world: World, suite) -> dict:
+    """The world's target and retain models (cached), their evaluations, and the retain log."""
+    data_key = folder_fingerprint(world.data)
+    model_key = folder_fingerprint(plan.model)
+    models, keys = {}, {}
+    for name, split in (("target", "full"), ("retain", retain_split_for(plan.forget_split))):
+        keys[name] = fingerprint("finetune", model_key, data_key, split, plan.precision, plan.finetune_options)
+        models[name] = plan.cache / f"{name}-{keys[name]}"
+        run_step(models[name], keys[name], "manifest.json", "alter.pipelines.steps:finetune_step", model=plan.model,
+                 data=world.data, split=split, out=str(models[name]), precision=plan.precision,
+                 options=plan.finetune_options)
+    eval_key = fingerprint("eval", suite.version, data_key, _eval_options(plan, world), _eval_settings(plan))
+    retain_key = fingerprint(keys["retain"], eval_key)
+    retain_eval = models["retain"] / f"eval-{retain_key}"
+    _evaluate(plan, world, suite, retain_eval, retain_key, str(models["retain"]), None, None)
+    retain_log = str(retain_eval / suite.log_file)
+    target_key = fingerprint(keys["target"], retain_key)
+    target_eval = models["target"] / f"eval-{target_key}"
+    _evaluate(plan, world, suite, target_eval, target_key, str(models["target"]), None, retain_log)
+    retain_self = plan.out / "eval" / world.name / "retain"  # the retain model against its own log
+    _evaluate(plan, world, suite, retain_self, fingerprint(retain_key, "self"), str(models["retain"]), None,
+              retain_log, reuse_log=retain_eval)
+    return {"target": _row(target_eval, models["target"], suite), "retain": _row(retain_self, models["retain"], suite),
+            "target_dir": str(models["target"]), "target_key": target_key, "retain_log": retain_log}
+
+
+def _evaluate(plan: BenchPlan, world: World, suite, folder: Path, key: str, model: str, adapter: str | None,
+              reference: str | None, reuse_log: Path | None = None) -> None:
+    if reuse_log is not None:  # same model, same passes: summarise the cached log against the reference only
+        from alter.evaluation.suites.base import load_reference, summarize_with, write_outputs
+
+        stamp = folder / KEY_FILE
+        if not (stamp.is_file() and stamp.read_text() == key and (folder / suite.summary_file).is_file()):
+            log = load_reference(reuse_log / suite.log_file, suite)
+            write_outputs(folder, suite, log, *summarize_with(suite, log, load_reference(reference, suite), []))
+            write_text(stamp, key)
+        return
+    run_step(folder, key, suite.summary_file, "alter.pipelines.steps:eval_step", suite=suite.name, model=model,
+             adapter=adapter, options=_eval_options(plan, world), settings=_eval_settings(plan), out=str(folder),
+             reference=reference)
+
+
+def _run_variant(plan: BenchPlan, world: World, variant: Variant, seed: int, reference: dict, suite) -> dict:
+    run_dir = plan.out / "runs" / world.name / f"seed-{seed}" / variant.name
+    overrides = [*variant.overrides, f"train.precision={plan.precision}", f"train.seed={seed}"]
+    from alter.training.recipe import build_recipe
+
+    recipe = build_recipe(variant.method, None, overrides).as_dict()  # the effective recipe, defaults included
+    run_key = fingerprint("unlearn", reference["target_key"], recipe)
+    run_step(run_dir, run_key, "manifest.json", "alter.pipelines.steps:unlearn_step", model=reference["target_dir"],
+             data=world.data, forget_split=plan.forget_split, retain_split=retain_split_for(plan.forget_split),
+             method=variant.method, overrides=overrides, out=str(run_dir))
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    folder = plan.out / "eval" / world.name / f"seed-{seed}" / variant.name
+    adapter = str(run_dir) if manifest["output"] == "adapter" else None
+    model = reference["target_dir"] if adapter else str(run_dir)
+    _evaluate(plan, world, suite, folder, fingerprint(run_key, suite.version, _eval_options(plan, world),
+                                                      _eval_settings(plan)),
+              model, adapter, reference["retain_log"])
+    return {**_row(folder, run_dir, suite), "overrides": variant.overrides}
+
+
+def _row(eval_folder: Path, run_dir: Path, suite) -> dict:
+    summary = json.loads((eval_folder / suite.summary_file).read_text())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    row = {key: value for key, value in summary.items() if key not in ("notes", "machine")}
+    log = json.loads((eval_folder / suite.log_file).read_text())
+    for subset in ("forget", "retain"):  # mean answer NLL: the quantity every method's loss moves
+        row[f"{subset}_nll"] = float(np.mean([item["nll"] for item in log[subset]["items"].values()]))
+    row.update(method=manifest.get("method", manifest.get("kind")), wall_seconds=manifest["wall_seconds"],
+               peak_memory_mb=manifest["peak_memory_mb"], tokens_per_second=manifest["tokens_per_second"],
+               trainable_parameters=manifest["parameters"]["trainable"], eval_seconds=log["meta"]["wall_seconds"],
+               run_dir=str(run_dir), eval_dir=str(eval_folder), machine=manifest.get("machine"))
+    if "alter" in manifest:
+        facts = manifest["alter"]
+        row.update(high_entropy_fraction=facts["high_entropy_fraction"], forget_heads=facts["clustering"]["heads"],
+                   subdomain_agreement=facts["clustering"].get("agreement_with_subjects"))
+    if "verdict" in manifest:
+        row["verdict"] = manifest["verdict"]
+    return row
+
+
+def undone(value: float | None, target: float | None, retain: float | None) -> float | None:
+    """Share of the retain-to-target gap that is back: 0 = as forgotten as the retain model, 1 = the target."""
+    if None in (value, target, retain) or abs(target - retain) < 1e-9:
+        return None
+    return (value - retain) / (target - retain)
+
+
+def _add_undone(units: list[dict]) -> None:
+    """For each unit, 'undone' of the forget answer probability in sample and under each probe family, against its
+    own world's target and retain models."""
+    references = {(u["world"], u["run"]): u for u in units if u["run"] in ("target", "retain")}
+    for unit in units:
+        target, retain = references[(unit["world"], "target")], references[(unit["world"], "retain")]
+        for family in ("in_sample", *FAMILIES):
+            key = "forget_Q_A_Prob" if family == "in_sample" else f"forget_probe_{family}_Q_A_Prob"
+            unit[f"undone_{family}"] = undone(unit.get(key), target.get(key), retain.get(key))
+
+
+def interval(values: list[float]) -> dict:
+    """Mean and a 95% t-interval over units (no interval from a single unit)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"mean": None, "low": None, "high": None, "n": 0}
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return {"mean": mean, "low": None, "high": None, "n": 1}
+    half = float(stats.t.ppf(0.975, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values)))
+    return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(values)}
+
+
+def aggregate_rows(units: list[dict], tuning: bool) -> dict:
+    """Per run: the mean of every numeric key over the units (held-out worlds, or the tuning world), and
+    `intervals` with the 95% interval of each."""
+    chosen = [u for u in units if u["tuning"] == tuning]
+    rows: dict[str, dict] = {}
+    for name in dict.fromkeys(u["run"] for u in chosen):
+        mine = [u for u in chosen if u["run"] == name]
+        numeric = [k for k in mine[0] if isinstance(mine[0][k], (int, float)) and not isinstance(mine[0][k], bool)
+                   and k != "seed"]
+        stats_of = {k: interval([u.get(k) for u in mine]) for k in numeric}
+        rows[name] = {**{k: v["mean"] for k, v in stats_of.items()}, "intervals": stats_of, "units": len(mine),
+                      **{k: mine[0][k] for k in ("method", "run_dir", "eval_dir", "machine", "verdict") if k in mine[0]}}
+    return rows
+
+
+def _cell(row: dict, key: str) -> str:
+    value = row.get(key)
+    if value is None:
+        return "-"
+    spread = row.get("intervals", {}).get(key, {})
+    if spread.get("low") is not None:
+        return f"{value:.3g} ± {(spread['high'] - spread['low']) / 2:.2g}"
+    return f"{value:.3g}"
+
+
+def markdown(bench: dict) -> str:
+    parts = []
+    for title, rows in (("held-out worlds" if bench["tuning_rows"] else "", bench["rows"]),
+                        ("tuning world (seed 0)", bench["tuning_rows"])):
+        if not rows:
+            continue
+        units = max(row["units"] for row in rows.values())
+        parts.append(f"### {title} ({units} units: world x seed; mean ± 95% half-interval)\n" if title or units > 1
+                     else "")
+        parts.append(markdown_table(rows))
+        parts.append(undone_table(rows))
+    return "\n".join(part for part in parts if part)
+
+
+def markdown_table(rows: dict) -> str:
+    header = ["run", *ROW_KEYS, "trainable", "wall s", "eval s", "peak MB"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, row in rows.items():
+        values = [_cell(row, k) for k in ROW_KEYS]
+        lines.append(f"| {name} | " + " | ".join(values) + f" | {row.get('trainable_parameters') or 0:,.0f} | "
+                     f"{row.get('wall_seconds') or 0:.0f} | {row.get('eval_seconds') or 0:.0f} | "
+                     f"{row.get('peak_memory_mb') or 0:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def undone_table(rows: dict) -> str:
+    """How much of the forgotten probability comes back, in sample and per probe family (0 = as the retain model,
+    1 = as the target); and, for ALTER, the share of retain answer tokens its gate acted on."""
+    families = [f for f in ("in_sample", *FAMILIES) if any(row.get(f"undone_{f}") is not None for row in rows.values())]
+    if len(families) < 2:
+        return ""
+    header = ["run", *[f"undone {f}" for f in families], "max retain gate rate"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, row in rows.items():
+        if name in ("target", "retain"):
+            continue
+        gates = [v for k, v in row.items() if k.startswith("retain") and k.endswith("_gate_rate") and v is not None]
+        cells = [name, *[_cell(row, f"undone_{f}") for f in families], f"{max(gates):.3f}" if gates else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def check_plan(plan: BenchPlan) -> None:
+    if not plan.variants:
+        raise UserError("--methods: no method given")
