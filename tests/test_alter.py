@@ -354,8 +354,10 @@ def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_ru
     evaluation = {row["question"] for row in TofuData(str(small_world)).load("retain_perturbed")}
     assert evaluation and not evaluation & {data.retain[i]["question"] for i in data.fit_retain}
     gate = plan.facts["alter"]["gate"]
-    assert gate["retain_items"] == min(len(data.fit_retain), 4 * len(data.forget))
-    assert gate["forget_answer_recall"] > 0.9
+    assert gate["retain_items"] == min(len(data.fit_retain), 2000)
+    # the threshold is calibrated on held-out retain items: it fires on at most 1% of their positions there
+    assert gate["calibration"]["items"] > 0 and gate["calibration"]["fire_rate"] <= 0.011
+    assert gate["forget_answer_recall"] > 0.5
 
 
 def test_recipe_defaults_follow_the_paper_where_it_speaks():

@@ -252,7 +252,7 @@ def test_retain_sampling_differs_across_ranks_and_is_seeded():
 
 
 def test_shipped_recipes_equal_the_code_defaults():
-    from alter.methods.alter.params import PAPER
+    from alter.methods.alter.params import PAPER, PAPER_TRAIN
 
     folder = Path(__file__).resolve().parents[1] / "configs" / "unlearn"
     for name in METHOD_NAMES:
@@ -262,6 +262,7 @@ def test_shipped_recipes_equal_the_code_defaults():
     paper = build_recipe(None, str(folder / "alter-paper.yaml"), [])
     assert yaml.safe_load((folder / "alter-paper.yaml").read_text()) == paper.as_dict()
     assert {key: getattr(paper.params, key) for key in PAPER} == PAPER
+    assert {key: getattr(paper.train, key) for key in PAPER_TRAIN} == PAPER_TRAIN
 
 
 def test_set_overrides_and_type_coercion():

@@ -36,6 +36,9 @@ def add_parser(commands) -> None:
     tofu.add_argument("--finetune-max-steps", type=positive_int, help="cap on their optimizer steps (quick runs)")
     tofu.add_argument("--limit", type=positive_int, help="evaluate only the first N items of each dataset")
     tofu.add_argument("--max-new-tokens", type=positive_int, help="generation cap of the evaluations (default 200)")
+    tofu.add_argument("--audit", action="store_true",
+                      help="also audit every run (`alter audit`: relearning, quantisation, adapter removal) against "
+                           "its world's target and retain models; bench.md gets an audit table")
     tofu.set_defaults(run=run)
 
 
@@ -74,4 +77,4 @@ def plan_from(args):
     settings = {k: v for k, v in (("limit", args.limit), ("max_new_tokens", args.max_new_tokens)) if v}
     return BenchPlan(args.model, worlds, args.forget_split, variants, out, cache,
                      resolve_precision(args.precision, default_device()), list(range(args.seeds)), args.probes,
-                     finetune, settings)
+                     finetune, settings, audit=args.audit)

@@ -42,13 +42,16 @@ def run(args) -> None:
 
     suite = get_suite(args.suite)
     out = check_output_dir(args.out)
-    options = suite.prepare_options({name: getattr(args, name) for name in args.options if name != "retain_logs"})
+    options = suite.prepare_options({name: getattr(args, name) for name in args.options
+                                     if name not in ("retain_logs", "before")})
     reference_path = getattr(args, "retain_logs", None)
     reference = load_reference(reference_path, suite) if reference_path else None
     state = PartialState(cpu=not torch.cuda.is_available())  # one process, or one of a launcher's
     precision = resolve_precision(args.precision, state.device)
     settings = EvalSettings(args.batch_size, args.generation_batch_size, args.max_new_tokens, args.limit, precision)
     warnings = suite.check_reference(options, settings, reference) if reference is not None else []
+    if suite.compares_before:
+        reference = _before_log(args, suite, options, settings, state)
     model, tokenizer = load_model_with_adapter(args.model, args.adapter, trust_remote_code=args.trust_remote_code)
     model.to(state.device)
     log = evaluate(suite, model, tokenizer, options, settings, state.process_index, state.num_processes)
@@ -64,3 +67,16 @@ def run(args) -> None:
         print(f"note: {note}")
     print(f"wrote {out / suite.log_file} and {out / suite.summary_file} ({log['meta']['wall_seconds']:.0f} s, "
           f"peak memory {log['meta']['peak_memory_mb']:.0f} MB, {precision})")
+
+
+def _before_log(args, suite, options, settings, state):
+    """The same suite on the model before unlearning: the base under --adapter, or --before MODEL."""
+    from alter.evaluation.suites.base import evaluate
+    from alter.models import load_model
+
+    before = getattr(args, "before", None) or (args.model if args.adapter else None)
+    if before is None:
+        return None
+    model, tokenizer = load_model(before, trust_remote_code=args.trust_remote_code)
+    model.to(state.device)
+    return evaluate(suite, model, tokenizer, options, settings, state.process_index, state.num_processes)

@@ -67,11 +67,17 @@ class QABatches:
 
 class UnlearnBatches:
     """Forget batches in shuffled order, each paired with refusal answers to the same questions and with retain
-    items sampled at random; the retain sampler is seeded per (rank, epoch, index), so ranks see different rows."""
+    items sampled at random; the retain sampler is seeded per (rank, epoch, index), so ranks see different rows.
+
+    With `variants` > 1, the forget items are the rows' encodings in several contexts, row-major (row r's at
+    r * variants + v): an epoch goes over the rows once, each in one of its contexts, chosen per (seed, epoch, row).
+    `idk` stays one item per row."""
 
     def __init__(self, forget: list[EncodedQA], retain: list[EncodedQA], idk: list[EncodedQA] | None,
-                 batch_size: int, seed: int, pad_id: int, rank: int = 0, world: int = 1):
-        self.forget = QABatches(forget, batch_size, seed, pad_id, rank, world)
+                 batch_size: int, seed: int, pad_id: int, rank: int = 0, world: int = 1, variants: int = 1):
+        self.variants = variants
+        self.forget = QABatches(forget[::variants] if variants > 1 else forget, batch_size, seed, pad_id, rank, world)
+        self.forget_items = forget
         self.retain, self.idk, self.pad_id = retain, idk, pad_id
         self.seed, self.rank, self.batch_size = seed, rank, batch_size
 
@@ -82,14 +88,23 @@ class UnlearnBatches:
         generator = torch.Generator().manual_seed(hash((self.seed, self.rank, epoch, index)) % 2**62)
         return torch.randint(len(self.retain), (self.batch_size,), generator=generator).tolist()
 
+    def forget_indices(self, epoch: int, index: int) -> tuple[list[int], list[int]]:
+        """The rows of this batch and the item (row, in one of its contexts) that represents each."""
+        rows = self.forget.indices(epoch, index)
+        if self.variants == 1:
+            return rows, rows
+        generator = torch.Generator().manual_seed(self.seed * 7919 + epoch * 104729 + index)
+        choice = torch.randint(self.variants, (len(rows),), generator=generator).tolist()
+        return rows, [row * self.variants + v for row, v in zip(rows, choice)]
+
     def batch(self, epoch: int, index: int) -> dict:
-        chosen = self.forget.indices(epoch, index)
-        batch = {"forget": collate([self.forget.items[i] for i in chosen], self.pad_id),
+        rows, chosen = self.forget_indices(epoch, index)
+        batch = {"forget": collate([self.forget_items[i] for i in chosen], self.pad_id),
                  "forget_index": torch.tensor(chosen)}
         if self.retain:
             retained = self.retain_indices(epoch, index)
             batch["retain"] = collate([self.retain[i] for i in retained], self.pad_id)
             batch["retain_index"] = torch.tensor(retained)
         if self.idk:
-            batch["idk"] = collate([self.idk[i] for i in chosen], self.pad_id)
+            batch["idk"] = collate([self.idk[i] for i in rows], self.pad_id)
         return batch

@@ -90,10 +90,10 @@ def encode_qa(tokenizer, question: str, answer: str, context: Context = DEFAULT_
 
 
 def encode_text(tokenizer, text: str) -> EncodedQA:
-    """Raw text, every token labelled (corpora such as MUSE's news articles)."""
+    """Raw text, every token labelled but the first (nothing predicts it): corpora such as MUSE's news articles."""
     ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     eos = tokenizer.eos_token_id
-    return EncodedQA(ids + ([eos] if eos is not None else []), 0)
+    return EncodedQA(ids + ([eos] if eos is not None else []), 1)
 
 
 def _messages(question: str, answer: str | None, context: Context) -> list[dict]:
@@ -113,7 +113,8 @@ def encode_rows(tokenizer, rows: list[dict], max_text_tokens: int = 512) -> list
     for row in rows:
         if "text" in row:
             whole = encode_text(tokenizer, row["text"]).input_ids
-            items += [EncodedQA(whole[i : i + max_text_tokens], 0) for i in range(0, len(whole), max_text_tokens)]
+            items += [EncodedQA(whole[i : i + max_text_tokens], 1) for i in range(0, len(whole), max_text_tokens)
+                      if len(whole[i : i + max_text_tokens]) > 1]
         else:
             items.append(encode_qa(tokenizer, row["question"], row["answer"]))
     return items

@@ -48,9 +48,10 @@ class UnlearnData:
 
 
 def from_tofu(root: str, forget_split: str, retain_split: str, with_retain: bool = True) -> UnlearnData:
+    """Rows of a TOFU-format folder's splits (question/answer, or text in a generated MUSE world)."""
     data = TofuData(root)
-    forget = [_qa(row) for row in data.load(forget_split)]
-    retain = [_qa(row) for row in data.load(retain_split)] if with_retain else []
+    forget = [_row(row) for row in data.load(forget_split)]
+    retain = [_row(row) for row in data.load(retain_split)] if with_retain else []
     overlap = _overlap(forget, retain)
     if overlap:
         print(f"alter: warning: {overlap} retain items share a question with the forget set", file=sys.stderr)
@@ -64,7 +65,7 @@ def from_tofu(root: str, forget_split: str, retain_split: str, with_retain: bool
                          "forget_retain_overlap": overlap},
         data.fingerprint([forget_split] + ([retain_split] if with_retain else [])),
         data.refusals() or list(DEFAULT_REFUSALS), evaluation,
-        [(first + i) // per_author for i in range(len(forget))])
+        None if any("text" in row for row in forget) else [(first + i) // per_author for i in range(len(forget))])
 
 
 def from_files(forget_file: str, retain_file: str | None, columns: Columns) -> UnlearnData:
@@ -117,8 +118,8 @@ def _load_table(file: Path, kind: str, option: str):
         raise UserError(f"{option} {file}: cannot read as {kind} ({str(cause).splitlines()[0][:160]})") from None
 
 
-def _qa(row: dict) -> dict:
-    return {"question": row["question"], "answer": row["answer"]}
+def _row(row: dict) -> dict:
+    return {"question": row["question"], "answer": row["answer"]} if "question" in row else {"text": row["text"]}
 
 
 def _overlap(forget: list[dict], retain: list[dict]) -> int:

@@ -185,9 +185,14 @@ def _strings(row: dict):
 
 
 def validate_rows(rows: list, fields: tuple[str, ...], where: str) -> None:
+    """Every item has the split's fields; a plain split may hold text items (`{"text": ...}`) instead of QA."""
     for index, row in enumerate(rows):
         if not isinstance(row, dict):
             raise UserError(f"{where}: item {index} is {type(row).__name__}, expected an object")
+        if fields == QA_FIELDS and "question" not in row and "text" in row:
+            if not isinstance(row["text"], str) or not row["text"].strip():
+                raise UserError(f"{where}: item {index} field 'text' must be a non-empty string")
+            continue
         for name in fields:
             if name not in row:
                 raise UserError(f"{where}: item {index} has no field {name!r}")

@@ -6,6 +6,7 @@ the item's log); `run_datasets` runs them, under a launcher each process on ever
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -58,6 +59,7 @@ def run_datasets(model, tokenizer, specs: list[DatasetSpec], settings: EvalSetti
 
 
 def run_dataset(model, tokenizer, spec: DatasetSpec, settings: EvalSettings, rank: int, world: int) -> dict:
+    started = time.perf_counter()
     rows = spec.rows[: settings.limit] if settings.limit else spec.rows
     indices = list(range(rank, len(rows), world))
     mine = [rows[i] for i in indices]
@@ -72,7 +74,8 @@ def run_dataset(model, tokenizer, spec: DatasetSpec, settings: EvalSettings, ran
         if spec.token_view and index < settings.token_view and outputs.scores:
             log["tokens"] = token_record(tokenizer, outputs.scores[0])
         items[str(index)] = log
-    return {"items": _gathered(items, world), **({"notes": spec.notes} if spec.notes else {})}
+    return {"items": _gathered(items, world), "seconds": round(time.perf_counter() - started, 2),
+            **({"notes": spec.notes} if spec.notes else {})}
 
 
 def _score(model, tokenizer, spec: DatasetSpec, rows: list[dict], settings: EvalSettings) -> list[list[AnswerScores]]:

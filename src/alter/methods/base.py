@@ -53,6 +53,7 @@ class Setup:
     fit_retain: list[int] | None = None  # retain items a method may fit on (not the evaluation's), None = all
     base_model: str = ""
     item_groups: list[int] | None = None  # forget items' subjects (e.g. TOFU authors), for diagnostics
+    variants: int = 1  # items are rows in this many contexts each, row-major (data/contexts.py)
 
 
 @dataclass

@@ -25,13 +25,16 @@ def masked_kl(reference_logits: torch.Tensor, logits: torch.Tensor, mask: torch.
     return (reference.exp() * (reference - F.log_softmax(logits[mask].float(), -1))).sum(-1).mean()
 
 
-def inverse_hinge(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def inverse_hinge(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+                  stop_at_top: bool = False) -> torch.Tensor:
     """Mean over masked positions of 1 + p(y) - max_{v != y} p(v) (LoKU's form): pushes the true token down and
-    the best competitor up."""
+    the best competitor up. `stop_at_top`: max(0, p(y) - max_{v != y} p(v)) instead, which stops pushing a token
+    once another one is more likely (the same gradient until then)."""
     if not mask.any():
         return _nothing(logits)
     probs = torch.softmax(logits[mask].float(), dim=-1)
     y = targets[mask]
     p_true = probs.gather(-1, y[:, None]).squeeze(-1)
     p_other = probs.scatter(-1, y[:, None], 0.0).max(-1).values
-    return (1.0 + p_true - p_other).mean()
+    margin = p_true - p_other
+    return (margin.clamp_min(0.0) if stop_at_top else 1.0 + margin).mean()

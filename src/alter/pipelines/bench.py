@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,8 +30,9 @@ from alter.evaluation.probes import FAMILIES
 from alter.evaluation.suites import get_suite
 from alter.io import write_json, write_text
 from alter.methods import get_method
-from alter.methods.alter.params import PAPER
+from alter.methods.alter.params import paper_overrides
 from alter.pipelines.isolated import run_isolated
+from alter.pipelines.progress import Progress
 
 KEY_FILE = "bench_key.txt"
 BUILT_IN_MODELS = ("tiny", "smollm2")
@@ -48,7 +51,7 @@ class Variant:
     def parse(cls, text: str) -> "Variant":
         """`npo`, `npo+lora`, `alter-paper`, or `name=method:key=value:...` (e.g. alter-q15=alter:params.q=1.5)."""
         if text == PAPER_VARIANT:
-            return cls(PAPER_VARIANT, "alter", [f"params.{k}={str(v).lower()}" for k, v in PAPER.items()])
+            return cls(PAPER_VARIANT, "alter", paper_overrides())
         name, _, spec = text.partition("=") if "=" in text.split(":")[0] else (text, "", text)
         method, *overrides = spec.split(":")
         if method.endswith("+lora"):
@@ -78,6 +81,7 @@ class BenchPlan:
     probes: str = "all"
     finetune_options: dict = field(default_factory=dict)  # epochs, learning_rate, batch_size, max_steps
     eval_settings: dict = field(default_factory=dict)  # EvalSettings fields
+    audit: bool = False  # also run `alter audit` on every unlearned model
 
 
 def generated_worlds(out: Path, count: int, authors: int, tuning: bool) -> list[World]:
@@ -115,33 +119,48 @@ def folder_fingerprint(path: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def run_step(folder: Path, key: str, done_file: str, function: str, **kwargs) -> None:
+def is_done(folder: Path, key: str, done_file: str) -> bool:
+    stamp = folder / KEY_FILE
+    return stamp.is_file() and stamp.read_text() == key and (folder / done_file).is_file()
+
+
+def run_step(folder: Path, key: str, done_file: str, function: str, progress: "Progress | None" = None,
+             **kwargs) -> None:
     """Run `function(**kwargs)` in a fresh process for `folder` unless it is finished under `key`; work made under
     another key is discarded."""
-    stamp = folder / KEY_FILE
-    previous = stamp.read_text() if stamp.is_file() else None
-    if previous == key and (folder / done_file).is_file():
+    kind = function.split(":")[1]
+    if is_done(folder, key, done_file):
+        if progress:
+            progress.skipped(kind)
         return
-    if previous != key and folder.exists():
-        if previous is not None:
+    stamp = folder / KEY_FILE
+    if folder.exists():
+        if stamp.is_file() and stamp.read_text() != key:
             print(f"{folder}: made with other settings, recomputing", flush=True)
-        shutil.rmtree(folder)
+            shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_text(stamp, key)
-    print(f"bench: {function.split(':')[1]} -> {folder}", flush=True)
+    print(f"bench: {kind} -> {folder}", flush=True)
+    started = time.perf_counter()
     run_isolated(function, **kwargs)
+    if progress:
+        progress.finished(kind, time.perf_counter() - started)
 
 
 def run_bench(plan: BenchPlan) -> dict:
     suite = get_suite("tofu")
+    runs = len(plan.worlds) * len(plan.seeds) * len(plan.variants)
+    progress = Progress(plan.model, plan.precision, Counter(
+        finetune_step=2 * len(plan.worlds), eval_step=2 * len(plan.worlds) + runs, unlearn_step=runs,
+        audit_step=runs if plan.audit else 0))
     units = []
     references = {}
     for world in plan.worlds:
-        references[world.name] = _references(plan, world, suite)
+        references[world.name] = _references(plan, world, suite, progress)
         for seed in plan.seeds:
             for variant in plan.variants:
                 units.append({"world": world.name, "tuning": world.tuning, "seed": seed, "run": variant.name,
-                              **_run_variant(plan, world, variant, seed, references[world.name], suite)})
+                              **_run_variant(plan, world, variant, seed, references[world.name], suite, progress)})
     for world in plan.worlds:
         for name in ("target", "retain"):
             units.append({"world": world.name, "tuning": world.tuning, "seed": None, "run": name,
@@ -166,7 +185,7 @@ def _eval_options(plan: BenchPlan, world: World) -> dict:
     return {"data": world.data, "forget_split": plan.forget_split, "probes": plan.probes}
 
 
-def _references(plan: BenchPlan, world: World, suite) -> dict:
+def _references(plan: BenchPlan, world: World, suite, progress: Progress) -> dict:
     """The world's target and retain models (cached), their evaluations, and the retain log."""
     data_key = folder_fingerprint(world.data)
     model_key = folder_fingerprint(plan.model)
@@ -174,26 +193,28 @@ def _references(plan: BenchPlan, world: World, suite) -> dict:
     for name, split in (("target", "full"), ("retain", retain_split_for(plan.forget_split))):
         keys[name] = fingerprint("finetune", model_key, data_key, split, plan.precision, plan.finetune_options)
         models[name] = plan.cache / f"{name}-{keys[name]}"
-        run_step(models[name], keys[name], "manifest.json", "alter.pipelines.steps:finetune_step", model=plan.model,
+        run_step(models[name], keys[name], "manifest.json", "alter.pipelines.steps:finetune_step", progress,
+                 model=plan.model,
                  data=world.data, split=split, out=str(models[name]), precision=plan.precision,
                  options=plan.finetune_options)
     eval_key = fingerprint("eval", suite.version, data_key, _eval_options(plan, world), _eval_settings(plan))
     retain_key = fingerprint(keys["retain"], eval_key)
     retain_eval = models["retain"] / f"eval-{retain_key}"
-    _evaluate(plan, world, suite, retain_eval, retain_key, str(models["retain"]), None, None)
+    _evaluate(plan, world, suite, retain_eval, retain_key, str(models["retain"]), None, None, progress)
     retain_log = str(retain_eval / suite.log_file)
     target_key = fingerprint(keys["target"], retain_key)
     target_eval = models["target"] / f"eval-{target_key}"
-    _evaluate(plan, world, suite, target_eval, target_key, str(models["target"]), None, retain_log)
+    _evaluate(plan, world, suite, target_eval, target_key, str(models["target"]), None, retain_log, progress)
     retain_self = plan.out / "eval" / world.name / "retain"  # the retain model against its own log
     _evaluate(plan, world, suite, retain_self, fingerprint(retain_key, "self"), str(models["retain"]), None,
-              retain_log, reuse_log=retain_eval)
+              retain_log, None, reuse_log=retain_eval)
     return {"target": _row(target_eval, models["target"], suite), "retain": _row(retain_self, models["retain"], suite),
-            "target_dir": str(models["target"]), "target_key": target_key, "retain_log": retain_log}
+            "target_dir": str(models["target"]), "retain_dir": str(models["retain"]), "target_key": target_key,
+            "retain_log": retain_log}
 
 
 def _evaluate(plan: BenchPlan, world: World, suite, folder: Path, key: str, model: str, adapter: str | None,
-              reference: str | None, reuse_log: Path | None = None) -> None:
+              reference: str | None, progress: Progress | None, reuse_log: Path | None = None) -> None:
     if reuse_log is not None:  # same model, same passes: summarise the cached log against the reference only
         from alter.evaluation.suites.base import load_reference, summarize_with, write_outputs
 
@@ -203,19 +224,22 @@ def _evaluate(plan: BenchPlan, world: World, suite, folder: Path, key: str, mode
             write_outputs(folder, suite, log, *summarize_with(suite, log, load_reference(reference, suite), []))
             write_text(stamp, key)
         return
-    run_step(folder, key, suite.summary_file, "alter.pipelines.steps:eval_step", suite=suite.name, model=model,
+    run_step(folder, key, suite.summary_file, "alter.pipelines.steps:eval_step", progress, suite=suite.name,
+             model=model,
              adapter=adapter, options=_eval_options(plan, world), settings=_eval_settings(plan), out=str(folder),
              reference=reference)
 
 
-def _run_variant(plan: BenchPlan, world: World, variant: Variant, seed: int, reference: dict, suite) -> dict:
+def _run_variant(plan: BenchPlan, world: World, variant: Variant, seed: int, reference: dict, suite,
+                 progress: Progress) -> dict:
     run_dir = plan.out / "runs" / world.name / f"seed-{seed}" / variant.name
     overrides = [*variant.overrides, f"train.precision={plan.precision}", f"train.seed={seed}"]
     from alter.training.recipe import build_recipe
 
     recipe = build_recipe(variant.method, None, overrides).as_dict()  # the effective recipe, defaults included
     run_key = fingerprint("unlearn", reference["target_key"], recipe)
-    run_step(run_dir, run_key, "manifest.json", "alter.pipelines.steps:unlearn_step", model=reference["target_dir"],
+    run_step(run_dir, run_key, "manifest.json", "alter.pipelines.steps:unlearn_step", progress,
+             model=reference["target_dir"],
              data=world.data, forget_split=plan.forget_split, retain_split=retain_split_for(plan.forget_split),
              method=variant.method, overrides=overrides, out=str(run_dir))
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -224,8 +248,24 @@ def _run_variant(plan: BenchPlan, world: World, variant: Variant, seed: int, ref
     model = reference["target_dir"] if adapter else str(run_dir)
     _evaluate(plan, world, suite, folder, fingerprint(run_key, suite.version, _eval_options(plan, world),
                                                       _eval_settings(plan)),
-              model, adapter, reference["retain_log"])
-    return {**_row(folder, run_dir, suite), "overrides": variant.overrides}
+              model, adapter, reference["retain_log"], progress)
+    row = {**_row(folder, run_dir, suite), "overrides": variant.overrides}
+    if plan.audit:
+        row.update(_audit(plan, world, variant, seed, run_key, model, adapter, reference, progress))
+    return row
+
+
+def _audit(plan: BenchPlan, world: World, variant: Variant, seed: int, run_key: str, model: str,
+           adapter: str | None, reference: dict, progress: Progress) -> dict:
+    """`alter audit` of one unlearned model; returns `audit_<attack>_undone` for each attack (and the audit folder)."""
+    folder = plan.out / "audit" / world.name / f"seed-{seed}" / variant.name
+    run_step(folder, fingerprint(run_key, "audit", _eval_settings(plan)), "AUDIT.json",
+             "alter.pipelines.steps:audit_step", progress, model=model, adapter=adapter, data=world.data,
+             forget_split=plan.forget_split, reference=reference["target_dir"], retain_model=reference["retain_dir"],
+             out=str(folder), precision=plan.precision, settings=plan.eval_settings, cache=str(plan.cache / "audit"))
+    attacks = json.loads((folder / "AUDIT.json").read_text())["attacks"]
+    return {"audit_dir": str(folder), **{f"audit_{name}_undone": result.get("undone")
+                                         for name, result in attacks.items() if name != "none"}}
 
 
 def _row(eval_folder: Path, run_dir: Path, suite) -> dict:
@@ -314,6 +354,7 @@ def markdown(bench: dict) -> str:
                      else "")
         parts.append(markdown_table(rows))
         parts.append(undone_table(rows))
+        parts.append(audit_table(rows))
     return "\n".join(part for part in parts if part)
 
 
@@ -342,6 +383,22 @@ def undone_table(rows: dict) -> str:
         gates = [v for k, v in row.items() if k.startswith("retain") and k.endswith("_gate_rate") and v is not None]
         cells = [name, *[_cell(row, f"undone_{f}") for f in families], f"{max(gates):.3f}" if gates else "-"]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def audit_table(rows: dict) -> str:
+    """`--audit`: how much of the forgotten probability each attack brings back (0 = the retain model under the same
+    attack, 1 = the target under it)."""
+    attacks = list(dict.fromkeys(k for row in rows.values() for k in row
+                                 if k.startswith("audit_") and k.endswith("_undone")))
+    if not attacks:
+        return ""
+    header = ["run", *[k.removeprefix("audit_").removesuffix("_undone") for k in attacks]]
+    lines = ["Audit: undone after each attack (`alter audit`, docs/audit.md)\n",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, row in rows.items():
+        if name not in ("target", "retain"):
+            lines.append("| " + " | ".join([name, *(_cell(row, k) for k in attacks)]) + " |")
     return "\n".join(lines) + "\n"
 
 

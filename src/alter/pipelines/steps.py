@@ -55,3 +55,11 @@ def eval_step(suite: str, model: str, adapter: str | None, options: dict, settin
 
 def mark_done(folder: str, key: str) -> None:
     write_text(Path(folder) / "bench_key.txt", key)
+
+
+def audit_step(model: str, adapter: str | None, data: str, forget_split: str, reference: str, retain_model: str,
+               out: str, precision: str, settings: dict, cache: str) -> dict:
+    from alter.pipelines.audit import AuditPlan, run_audit
+
+    return run_audit(AuditPlan(model, adapter, data, Path(out), forget_split, reference, retain_model,
+                               precision=precision, settings=settings, cache=Path(cache)))

@@ -200,6 +200,7 @@ def render(data: ReportData, figures: dict[str, Path]) -> str:
     sections.append("<h2>Results</h2>")
     sections += [_table(caption, keys, data.rows) for caption, keys in TABLES.items()]
     sections.append(_undone_table(data.rows))
+    sections.append(_audit_table(data.rows))
     sections += [f"<p class=note>{html.escape(note)}</p>" for note in data.notes]
     captions = {"quality_utility": "Forget quality against model utility. Target and retain are reference points; "
                                    "the dotted line is forget quality 0.1.",
@@ -239,6 +240,22 @@ def _undone_table(rows: dict[str, dict]) -> str:
                                                               for row in methods.values()) + "</tr>" for f in families)
     return ("<table><caption>Undone: share of the forgotten probability that comes back (0 = as the retain model, "
             f"1 = as the target), per probe family</caption><tr><th>probe</th>{head}</tr>{body}</table>")
+
+
+def _audit_table(rows: dict[str, dict]) -> str:
+    """`alter bench --audit`: undone after each attack, one row per attack."""
+    attacks = list(dict.fromkeys(k for row in rows.values() for k in row if k.startswith("audit_")
+                                 and k.endswith("_undone")))
+    if not attacks:
+        return ""
+    methods = {name: row for name, row in rows.items() if name not in ("target", "retain")}
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in methods)
+    body = "".join(f"<tr><th>{html.escape(k.removeprefix('audit_').removesuffix('_undone'))}</th>"
+                   + "".join(f"<td>{_number(row.get(k))}</td>" for row in methods.values()) + "</tr>"
+                   for k in attacks)
+    return ("<table><caption>Audit (docs/audit.md): share of the forgotten probability back after each attack (0 = "
+            "the retain model under the same attack, 1 = the target under it)</caption>"
+            f"<tr><th>attack</th>{head}</tr>{body}</table>")
 
 
 def _number(value) -> str:

@@ -17,7 +17,7 @@ import torch
 
 from alter.adapters.lora import attach_lora
 from alter.data.batching import QABatches
-from alter.data.formatting import encode_qa
+from alter.data.formatting import encode_rows
 from alter.data.tofu import TofuData
 from alter.errors import UserError
 from alter.io import check_output_dir
@@ -100,7 +100,7 @@ def finetune(model_spec: str, data_root: str, split: str, out: str, recipe: Fine
     model, tokenizer = load_or_build(model_spec, data_root, config.seed, trust_remote_code)
     if recipe.lora:
         model = attach_lora(model, recipe.lora_rank, recipe.lora_alpha)
-    items = [encode_qa(tokenizer, row["question"], row["answer"]) for row in rows]
+    items = encode_rows(tokenizer, rows)
     source = QABatches(items, config.batch_size, config.seed, tokenizer.pad_token_id,
                        accelerator.process_index, accelerator.num_processes)
     parameters = count_parameters(model)

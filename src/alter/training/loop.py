@@ -51,6 +51,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"
     checkpoint_every: int = 100
+    context_variants: int = 1  # unlearning: each question/answer row also in this many - 1 other contexts (data/contexts.py)
 
     def __post_init__(self):
         problems = [name for name, bad in (("epochs", self.epochs <= 0), ("learning_rate", self.learning_rate <= 0),
@@ -61,6 +62,7 @@ class TrainConfig:
                                            ("max_grad_norm", self.max_grad_norm < 0),
                                            ("max_steps", self.max_steps is not None and self.max_steps < 1),
                                            ("checkpoint_every", self.checkpoint_every < 1),
+                                           ("context_variants", self.context_variants < 1),
                                            ("scheduler", self.scheduler not in ("linear", "constant"))) if bad]
         if problems:
             name = problems[0]

@@ -16,6 +16,7 @@ import torch
 from accelerate.utils import DistributedType
 
 from alter.data.batching import UnlearnBatches
+from alter.data.contexts import encode_variants
 from alter.data.formatting import encode_qa, encode_rows
 from alter.data.sources import UnlearnData
 from alter.errors import UserError
@@ -44,7 +45,13 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
     torch.manual_seed(config.seed)
     model, tokenizer = load_model(model_spec, trust_remote_code=trust_remote_code)
     model.to(accelerator.device)
-    forget_items, retain_items = encode_rows(tokenizer, data.forget), encode_rows(tokenizer, data.retain)
+    text_rows = any("text" in row for row in data.forget + data.retain)
+    variants = 1 if text_rows else config.context_variants  # contexts frame questions; plain text has none
+    if variants > 1:
+        forget_items = encode_variants(tokenizer, data.forget, variants, config.seed)
+        retain_items = encode_variants(tokenizer, data.retain, variants, config.seed + 1)
+    else:
+        forget_items, retain_items = encode_rows(tokenizer, data.forget), encode_rows(tokenizer, data.retain)
     idk_items = None
     if method.needs_idk:
         if any("text" in row for row in data.forget):
@@ -52,17 +59,18 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
         idk_items = [encode_qa(tokenizer, row["question"], data.refusals[i % len(data.refusals)])
                      for i, row in enumerate(data.forget)]
     source = UnlearnBatches(forget_items, retain_items, idk_items, config.batch_size, config.seed,
-                            tokenizer.pad_token_id, accelerator.process_index, accelerator.num_processes)
+                            tokenizer.pad_token_id, accelerator.process_index, accelerator.num_processes, variants)
     if observe is not None:
         observe("before", model, tokenizer)
     started = time.time()
-    text_rows = len(forget_items) != len(data.forget)  # documents split into windows: the fit sets are by row
+    windows = len(forget_items) != len(data.forget) * variants  # long documents split: the row maps are gone
     setup = Setup(model, tokenizer, forget_items, retain_items, idk_items, source, recipe.params,
                   config.learning_rate, config.seed, precision,
                   LoraChoice(recipe.lora.enabled, recipe.lora.rank, recipe.lora.alpha),
                   sharded=accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED),
-                  fit_retain=None if text_rows else data.fit_retain, base_model=model_spec,
-                  item_groups=None if text_rows else data.groups)
+                  fit_retain=None if windows else [r * variants + v for r in data.fit_retain for v in range(variants)],
+                  base_model=model_spec, item_groups=None if windows or data.groups is None
+                  else [g for g in data.groups for _ in range(variants)], variants=variants)
     plan = method.prepare(setup)
     trainable = {id(p): p.numel() for phase in plan.phases for group in phase.param_groups for p in group["params"]}
     parameters = {"total": count_parameters(plan.model)["total"], "trainable": sum(trainable.values())}

@@ -26,6 +26,7 @@ class Suite:
     summarize: Callable  # (log, reference log or None) -> (summary, notes)
     check_reference: Callable  # (options, settings, reference log) -> warnings; UserError when they cannot compare
     table_keys: tuple[str, ...]  # the keys a bench table shows
+    compares_before: bool = False  # the reference log is the model before unlearning, evaluated on the spot
 
 
 def evaluate(suite: Suite, model, tokenizer, options: dict, settings: EvalSettings, rank: int = 0,

@@ -14,6 +14,8 @@ docs/method.md has the method as implemented, each gap of the paper, the switch 
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 
@@ -39,8 +41,12 @@ def prepare(setup: Setup) -> Plan:
     entropy = EntropySettings(params.entropy, params.q, params.threshold, params.entropy_guidance)
     reads = _gate_reads(model, params)
     forget = item_statistics(model, setup.forget, pad, setup.precision, entropy, pooled=True, feature_layer=reads)
-    domains, clustering = choose_subdomains(forget.pooled, params.forget_heads, params.max_forget_heads, setup.seed)
-    clustering["agreement_with_subjects"] = agreement_with_groups(domains, setup.item_groups)
+    # Sub-domains are of rows: clustered on each row's own format, shared by its other contexts.
+    rows, clustering = choose_subdomains(forget.pooled[:: setup.variants], params.forget_heads,
+                                         params.max_forget_heads, setup.seed)
+    domains = np.repeat(rows, setup.variants)
+    groups = setup.item_groups[:: setup.variants] if setup.item_groups else None
+    clustering["agreement_with_subjects"] = agreement_with_groups(rows, groups)
     gate, gate_facts = _fit_gate(model, setup, params, forget, domains, reads, clustering["heads"], entropy)
     retain = item_statistics(model, setup.retain, pad, setup.precision, entropy,
                              feature_layer=reads if params.router == "content" else None, gate=gate)
@@ -70,11 +76,15 @@ def prepare(setup: Setup) -> Plan:
                                                 {"params": adapter.parameters("retain_B") + adapter.parameters("forget_B")
                                                  + adapter.parameters("router"), "lr": params.lr_b}])]
     high = answer_entropy > entropy.threshold
+    if params.entropy_guidance and not high.any():
+        print(f"alter: warning: no answer token has entropy above {entropy.threshold:g}: phase I and the "
+              "regulariser have nothing to train on (a memorised target); set params.threshold_quantile, e.g. 0.7",
+              file=sys.stderr)
     facts = {"entropy_threshold": entropy.threshold,
              "high_entropy_fraction": float(high.float().mean()) if params.entropy_guidance else 0.0,
              "clustering": clustering, "gate": gate_facts, "gate_layer": adapter.gate_layer,
              "adapted_layers": len(adapter.layers), "entropy_histogram": _histogram(answer_entropy.numpy())}
-    clusters = {str(i): int(d) for i, d in enumerate(domains)}
+    clusters = {str(i): int(d) for i, d in enumerate(rows)}
     return Plan(model, phases, "adapter",
                 lambda folder: adapter.save(folder, setup.base_model, {"alter": facts}, clusters), {"alter": facts})
 
@@ -93,15 +103,18 @@ def _fit_gate(model, setup: Setup, params: ALTERParams, forget, domains: np.ndar
     if reads is None:
         return None, None
     allowed = setup.fit_retain if setup.fit_retain is not None else list(range(len(setup.retain)))
-    count = min(len(allowed), params.gate_retain_items * len(setup.forget))
+    count = min(len(allowed), params.gate_retain_items)
     sample = sorted(np.random.default_rng(setup.seed).choice(allowed, count, replace=False).tolist())
     retain = item_statistics(model, [setup.retain[i] for i in sample], setup.tokenizer.pad_token_id, setup.precision,
                              entropy, feature_layer=reads)
     prompts = [item.prompt_length for item in setup.forget]
     hidden = model.config.hidden_size
     if params.router == "content":
+        # The last fifth of the sample (contiguous rows: whole TOFU authors) is held out to calibrate the threshold.
+        cut = len(retain.features) - len(retain.features) // 5
         gate = ContentGate(hidden, heads)
-        facts = fit_content_gate(gate, forget.features, prompts, domains, retain.features, setup.seed)
+        facts = fit_content_gate(gate, forget.features, prompts, domains, retain.features[:cut], setup.seed,
+                                 retain.features[cut:], params.gate_false_fire)
     else:
         gate = SharedRouter(hidden, heads + int(params.null_output))
         means = [SharedRouter.running_mean(torch.as_tensor(f)[None], None)[0][0].numpy() for f in forget.features]
@@ -119,5 +132,5 @@ METHOD = Method(
     "alter",
     "ALTER: token-entropy-guided asymmetric LoRA (shared A, one forget head per sub-domain, retain head, gate)",
     ALTERParams, prepare, uses_lora=False, uses_learning_rate=False, sparse_gradients=True,
-    train_defaults={"epochs": 3.0, "batch_size": 4},
+    train_defaults={"epochs": 3.0, "batch_size": 4, "context_variants": 3},
 )

@@ -44,9 +44,13 @@ def content_gate_targets(forget_lengths: list[tuple[int, int]], domains: np.ndar
 
 
 def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts: list[int], domains: np.ndarray,
-                     retain: list[np.ndarray], seed: int, steps: int = 500, lr: float = 0.1,
-                     weight_decay: float = 1e-4) -> dict:
-    """Fit `gate.detector` in place on per-item hidden states ([tokens, hidden] each); return fit statistics."""
+                     retain: list[np.ndarray], seed: int, calibration: list[np.ndarray] | None = None,
+                     false_fire: float = 0.01, steps: int = 500, lr: float = 0.1, weight_decay: float = 1e-4) -> dict:
+    """Fit `gate.detector` in place on per-item hidden states ([tokens, hidden] each); return fit statistics.
+
+    With `calibration` (retain items held out of the fit, e.g. other authors), each head's threshold is then raised
+    until it fires on at most `false_fire` of their positions: the fit's in-sample negatives say little about text
+    it never saw."""
     generator = torch.Generator().manual_seed(seed)
     arrays = forget + retain
     width = max(len(a) for a in arrays)
@@ -78,12 +82,34 @@ def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts
         weight = detector.weight / std
         gate.detector.weight.copy_(weight)
         gate.detector.bias.copy_(detector.bias - weight @ mean)
+        shift = _calibration_shift(gate, calibration, false_fire) if calibration else torch.zeros(heads)
+        gate.detector.bias.sub_(shift)
         fired = ContentGate.weights(ContentGate.running_max(gate.scores(x * std + mean, mask), None)) > 0
     answer = (targets > 0) & (known > 0)
     retain_rows = slice(len(forget), None)
-    return {"loss": float(loss.detach()), "forget_answer_recall": float(fired[answer].float().mean()),
-            "retain_fire_rate": float(fired[retain_rows].any(-1)[mask[retain_rows]].float().mean()),
-            "items": {"forget": len(forget), "retain": len(retain)}, "steps": steps}
+    facts = {"loss": float(loss.detach()), "forget_answer_recall": float(fired[answer].float().mean()),
+             "retain_fire_rate": float(fired[retain_rows].any(-1)[mask[retain_rows]].float().mean()),
+             "items": {"forget": len(forget), "retain": len(retain)}, "steps": steps,
+             "threshold_shift": shift.tolist()}
+    if calibration:
+        facts["calibration"] = {"items": len(calibration), "fire_rate": _fire_rate(gate, calibration)}
+    return facts
+
+
+def _pooled(gate: ContentGate, items: list[np.ndarray]) -> torch.Tensor:
+    """Running-max scores of every position of `items`, concatenated: [positions, N]."""
+    return torch.cat([ContentGate.running_max(gate.scores(torch.as_tensor(item)[None], None), None)[0]
+                      for item in items])
+
+
+def _calibration_shift(gate: ContentGate, items: list[np.ndarray], false_fire: float) -> torch.Tensor:
+    """Per head, how far to raise the threshold so that at most `false_fire` of the calibration positions fire."""
+    quantile = torch.quantile(_pooled(gate, items), 1.0 - false_fire, dim=0)
+    return quantile.clamp_min(0.0)
+
+
+def _fire_rate(gate: ContentGate, items: list[np.ndarray]) -> float:
+    return float((_pooled(gate, items) > 0).any(-1).float().mean())
 
 
 def shared_router_targets(forget_lengths: list[tuple[int, int]], domains: np.ndarray, retain_lengths: list[int]):

@@ -156,7 +156,8 @@ class ALTERObjective:
         forget_logits = logits[forget_rows, : forget["input_ids"].shape[1] - start]
         retain_logits = logits[retain_rows, : retain["input_ids"].shape[1] - start]
         low_answer = (answer & ~high)[:, start:]
-        forget_loss = inverse_hinge(forget_logits, next_labels(forget["labels"])[:, start:], low_answer)
+        forget_loss = inverse_hinge(forget_logits, next_labels(forget["labels"])[:, start:], low_answer,
+                                    stop_at_top=self.params.forget_loss == "hinge_to_top")
         keep = torch.arange(start, forget["input_ids"].shape[1], device=forget["input_ids"].device)
         frozen = logits_at(lambda **extra: self.adapter.frozen_output(forget["input_ids"], forget["attention_mask"],
                                                                       **extra), model, keep).float()

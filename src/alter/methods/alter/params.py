@@ -11,7 +11,15 @@ ROUTER_TRAINING = ("routes", "retain", "all")
 # The paper's reading of every gap that has a switch (configs/unlearn/alter-paper.yaml; `alter-paper` in benches):
 # a learned gate per layer with no "no forget head" output, its tempered softmax weighting the heads in training,
 # and the retain head trained on retain data only.
+# Its training sees each row in its own format only (no context variants).
 PAPER = {"router": "layer", "null_output": False, "router_training": "all", "retain_head_on_forget": False}
+PAPER_TRAIN = {"context_variants": 1}
+
+
+def paper_overrides() -> list[str]:
+    """The recipe overrides that turn the default into the paper's reading (`alter-paper`)."""
+    return ([f"params.{key}={str(value).lower()}" for key, value in PAPER.items()]
+            + [f"train.{key}={value}" for key, value in PAPER_TRAIN.items()])
 
 
 @dataclass
@@ -36,15 +44,19 @@ class ALTERParams:
     phase1_epochs: float = 1.0
     lr_a: float = 1e-5
     lr_b: float = 1e-3
+    forget_loss: str = "hinge"  # "hinge": 1 + p(y) - max p(other) (paper); "hinge_to_top": stops once y is not top
     forget_weight: float = 1.0
     retain_weight: float = 1.0
     regulariser_weight: float = 0.01
     router_weight: float = 1.0
-    gate_retain_items: int = 4  # retain items per forget item that the gate is fitted on
+    gate_retain_items: int = 2000  # at most this many retain items (never the evaluation's) fit the gate
+    gate_false_fire: float = 0.01  # 'content': threshold set to fire on at most this share of held-out retain text
 
     def __post_init__(self):
         if self.router not in ROUTERS:
             raise ValueError(f"params.router: expected one of {', '.join(ROUTERS)}, got {self.router!r}")
+        if self.forget_loss not in ("hinge", "hinge_to_top"):
+            raise ValueError(f"params.forget_loss: expected 'hinge' or 'hinge_to_top', got {self.forget_loss!r}")
         if self.router_training not in ROUTER_TRAINING:
             raise ValueError(f"params.router_training: expected one of {', '.join(ROUTER_TRAINING)}, "
                              f"got {self.router_training!r}")

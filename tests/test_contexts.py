@@ -1,0 +1,45 @@
+"""Context augmentation: training contexts never meet the evaluation's probes, and batches go over rows once per
+epoch, each in one of its contexts."""
+
+import torch
+
+from alter.data.batching import UnlearnBatches
+from alter.data.contexts import all_sentences, encode_variants, row_contexts
+from alter.data.formatting import DEFAULT_CONTEXT, EncodedQA
+from alter.evaluation import probes
+
+
+def test_no_training_context_sentence_is_a_probe_sentence():
+    probe_text = " ".join([probes.INSTRUCTION, probes.SYSTEM_PROMPT, *probes.UNRELATED_TURN]).lower()
+    for sentence in all_sentences():
+        assert sentence.strip().lower() not in probe_text
+        words = {w.strip(".,?:!").lower() for w in sentence.split()}
+        probe_words = {w.strip(".,?:!").lower() for w in probe_text.split()}
+        assert len(words & probe_words - {"a", "the", "you", "of", "and", "to", "in", "is", "for", "about",
+                                          "questions", "answer", "question", "are"}) <= 3, sentence
+
+
+def test_each_row_keeps_its_own_format_first_and_seeded_others(tiny_pair):
+    contexts = row_contexts(5, 3, seed=0)
+    assert contexts[0] == DEFAULT_CONTEXT and len(contexts) == 3 and row_contexts(5, 3, 0) == contexts
+    _, tokenizer = tiny_pair
+    rows = [{"question": "Where was Amara born?", "answer": "In Lisbon."}, {"question": "Who?", "answer": "Her."}]
+    items = encode_variants(tokenizer, rows, 3, seed=0)
+    assert len(items) == 6
+    for row, start in zip(rows, (0, 3)):  # row-major; every variant ends with the same labelled answer
+        answers = {tuple(item.answer_ids) for item in items[start : start + 3]}
+        assert len(answers) == 1
+
+
+def test_an_epoch_visits_every_row_once_in_one_of_its_contexts():
+    rows, variants = 10, 3
+    items = [EncodedQA([1, 2, 3 + v], 1) for r in range(rows) for v in range(variants)]
+    source = UnlearnBatches(items, items, None, batch_size=4, seed=0, pad_id=0, variants=variants)
+    seen_rows, chosen_variants = [], set()
+    for index in range(source.batches_per_epoch()):
+        batch_rows, chosen = source.forget_indices(0, index)
+        assert [c // variants for c in chosen] == batch_rows
+        seen_rows += batch_rows
+        chosen_variants |= {c % variants for c in chosen}
+    assert sorted(set(seen_rows)) == list(range(rows)) and chosen_variants == {0, 1, 2}
+    assert torch.equal(source.batch(0, 0)["forget_index"], torch.tensor(source.forget_indices(0, 0)[1]))

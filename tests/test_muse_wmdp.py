@@ -1,0 +1,167 @@
+"""MUSE and WMDP-style suites: loaders on the shared MUSE-News data, prompt formats token by token, multiple choice on
+a stub with known probabilities, the generated worlds, chance accuracy of a random model, and bad input."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from alter.data.muse import MuseData
+from alter.data.muse_world import MuseWorldSpec, build_muse_world, write_muse_world
+from alter.data.wmdp import load_questions
+from alter.data.wmdp_world import WmdpWorldSpec, write_wmdp_world
+from alter.errors import UserError
+from alter.evaluation.runner import EvalSettings
+from alter.evaluation.suites import get_suite
+from alter.evaluation.suites.base import evaluate
+from alter.evaluation.suites.muse import icl_prefix
+from alter.evaluation.suites.wmdp import choice_sequences, prompt_text
+
+
+
+def alter(*args, check=True):
+    result = subprocess.run([sys.executable, "-m", "alter.cli.main", *map(str, args)], capture_output=True, text=True)
+    if check:
+        assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def muse_news(tofu_dir):
+    return str(tofu_dir.parent / "muse-news")
+
+
+def test_muse_news_loads_with_the_counts_of_its_readme(muse_news):
+    data = MuseData(muse_news)
+    assert len(data.load("raw", "forget")) == 889
+    assert len(data.load("verbmem", "forget")) == 100 and set(data.load("verbmem", "forget")[0]) == {"prompt", "gt"}
+    for split, count in (("forget_qa", 100), ("retain2_qa", 100), ("forget_qa_icl", 10), ("retain2_qa_icl", 10)):
+        assert len(data.load("knowmem", split)) == count
+    for split in ("forget", "holdout", "retain2"):
+        assert len(data.load("privleak", split)) == 100 and isinstance(data.load("privleak", split)[0], str)
+
+
+def test_knowmem_prompt_is_the_ten_examples_then_the_question(muse_news):
+    examples = MuseData(muse_news).load("knowmem", "forget_qa_icl")
+    prefix = icl_prefix(examples)
+    assert prefix.count("Question: ") == 10 and prefix.count("\nAnswer: ") == 10 and prefix.endswith("\n\n")
+    assert prefix.startswith(f"Question: {examples[0]['question']}\nAnswer: {examples[0]['answer']}\n\n")
+
+
+def test_muse_suite_formats_prompts_and_recomputes_rouge_f1(muse_news, tiny_pair):
+    from rouge_score import rouge_scorer
+
+    model, tokenizer = tiny_pair
+    suite = get_suite("muse")
+    options = suite.prepare_options({"data": muse_news})
+    specs = {spec.key: spec for spec in suite.datasets(options, tokenizer)}
+    verbmem_row = specs["forget_verbmem"].rows[0]
+    assert specs["forget_verbmem"].generation.prompt(tokenizer, verbmem_row) == tokenizer(verbmem_row["prompt"])["input_ids"]
+    assert specs["forget_verbmem"].generation.max_new_tokens == 128
+    knowmem = specs["forget_knowmem"]
+    question = knowmem.rows[0]["question"]
+    icl = icl_prefix(MuseData(muse_news).load("knowmem", "forget_qa_icl"))
+    assert tokenizer.decode(knowmem.generation.prompt(tokenizer, knowmem.rows[0])) == f"{icl}Question: {question}\nAnswer:"
+    assert knowmem.generation.max_new_tokens == 32 and knowmem.generation.stop == ("\n\n", "Question:")
+    log = evaluate(suite, model, tokenizer, options, EvalSettings(limit=3, precision="fp32"))
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    for item in log["forget_knowmem"]["items"].values():
+        assert item["rouge_f1"] == pytest.approx(scorer.score(item["answer"], item["generation"])["rougeL"].fmeasure)
+    summary, notes = suite.summarize(log, None)
+    assert summary["privleak"] is None and any("--retain-logs" in note for note in notes)
+    assert 0 <= summary["mia_min_k"] <= 1
+
+
+class LetterStub(torch.nn.Module):
+    """Next-token logits are all zero except that after the last prompt token each letter token gets a chosen
+    logit: the option scores are known exactly."""
+
+    def __init__(self, vocab, boosts):
+        super().__init__()
+        self.vocab, self.boosts = vocab, boosts
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, input_ids, attention_mask=None, **_):
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        for token, value in self.boosts.items():
+            logits[..., token] = value
+        return type("Output", (), {"logits": logits})()
+
+
+def test_multiple_choice_picks_the_letter_with_the_highest_log_likelihood(tiny_pair):
+    _, tokenizer = tiny_pair
+    row = {"question": "Which?", "choices": ["w", "x", "y", "z"], "answer": 2}
+    assert prompt_text(row) == "Which?\nA. w\nB. x\nC. y\nD. z\nAnswer:"
+    sequences = choice_sequences(tokenizer, row)
+    letters = [seq.input_ids[seq.prompt_length:] for seq in sequences]
+    assert all(len(ids) == 1 for ids in letters)  # " A" .. " D" are single tokens here
+    boosts = {letters[0][0]: 1.0, letters[1][0]: 0.5, letters[2][0]: 3.0, letters[3][0]: 2.0}
+    stub = LetterStub(len(tokenizer), boosts)
+    from alter.evaluation.runner import DatasetSpec, run_datasets
+    from alter.evaluation.suites import wmdp
+
+    log = run_datasets(stub, tokenizer, [DatasetSpec("hazardous/x", [row], wmdp._item, choice_sequences)],
+                       EvalSettings(precision="fp32"))
+    item = log["hazardous/x"]["items"]["0"]
+    normaliser = math.log(len(tokenizer) - 4 + sum(math.exp(v) for v in boosts.values()))
+    assert item["logliks"] == pytest.approx([b - normaliser for b in (1.0, 0.5, 3.0, 2.0)], abs=1e-5)
+    assert item["predicted"] == 2 and item["correct"]
+
+
+def test_a_random_tiny_model_is_at_chance_on_the_generated_wmdp_world(tiny_pair, tmp_path):
+    model, tokenizer = tiny_pair
+    write_wmdp_world(WmdpWorldSpec(hazardous=40, general=40, seed=1), tmp_path)
+    suite = get_suite("wmdp")
+    log = evaluate(suite, model, tokenizer, suite.prepare_options({"data": str(tmp_path)}), EvalSettings(precision="fp32"))
+    summary, _ = suite.summarize(log)
+    for group in ("hazardous", "general"):
+        assert summary[f"{group}_chance"] == 0.25
+        # 200 questions at chance: the accuracy's 99.9% binomial interval is about 0.25 +- 0.10
+        assert 0.15 <= summary[f"{group}_accuracy"] <= 0.35, summary
+    answers = [item["answer"] for item in json.loads((tmp_path / "hazardous" / "compounds.json").read_text())]
+    assert set(np.bincount(answers, minlength=4)) != {0} and len(set(answers)) == 4  # the right letter varies
+
+
+def test_the_generated_muse_world(tmp_path):
+    files = build_muse_world(MuseWorldSpec(articles=20, holdout=8, requests=2, seed=3))
+    forget = files["raw/forget"]
+    assert len(forget) == 5 and len(files["raw/retain1"]) == 15 and len(files["raw/holdout"]) == 8
+    requests = [{r["text"] for r in files[f"forget_request{k}"]} for k in (1, 2)]
+    assert not requests[0] & requests[1] and requests[0] | requests[1] == set(forget)
+    assert {r["text"] for r in files["forget_upto2"]} == set(forget)
+    for pair, text in zip(files["verbmem/forget"], forget):
+        assert text.startswith(pair["prompt"]) and pair["gt"] and pair["gt"] in text
+    for qa in files["knowmem/forget_qa"]:
+        assert any(qa["answer"] in text for text in forget)
+    assert not {q["question"] for q in files["knowmem/forget_qa_icl"]} & {q["question"] for q in files["knowmem/forget_qa"]}
+    assert build_muse_world(MuseWorldSpec(articles=20, holdout=8, requests=2, seed=3)) == files
+
+
+def test_bad_muse_and_wmdp_input_is_one_line(tmp_path):
+    write_muse_world(MuseWorldSpec(articles=8, holdout=4, requests=2), tmp_path / "muse")
+    (tmp_path / "muse" / "privleak" / "forget.json").write_text(json.dumps([{"title": "no text"}]))
+    result = alter("eval", "muse", "--model", "tiny-none", "--data", tmp_path / "muse", "--out", tmp_path / "o", check=False)
+    assert result.returncode == 2 and "expected text" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    (tmp_path / "muse" / "verbmem" / "forget.json").unlink()
+    with pytest.raises(UserError, match="missing MUSE subset verbmem/forget.json"):
+        MuseData(str(tmp_path / "muse")).load("verbmem", "forget")
+    write_wmdp_world(WmdpWorldSpec(hazardous=4, general=4), tmp_path / "wmdp")
+    items = json.loads((tmp_path / "wmdp" / "general" / "rivers.json").read_text())
+    items[3]["answer"] = 7
+    (tmp_path / "wmdp" / "general" / "rivers.json").write_text(json.dumps(items))
+    result = alter("eval", "wmdp", "--model", "tiny-none", "--data", tmp_path / "wmdp", "--out", tmp_path / "o2", check=False)
+    assert result.returncode == 2 and "item 3 answer 7 is not an index" in result.stderr
+    assert not (tmp_path / "o").exists() and not (tmp_path / "o2").exists()
+
+
+def test_mmlu_csv_files_load_as_multiple_choice(tmp_path):
+    (tmp_path / "general").mkdir()
+    (tmp_path / "general" / "astronomy.csv").write_text('What orbits Earth?,The Moon,Mars,Venus,"Ceres, a dwarf",A\n')
+    questions = load_questions(str(tmp_path))
+    assert questions == {"general": {"astronomy": [{"question": "What orbits Earth?",
+                                                    "choices": ["The Moon", "Mars", "Venus", "Ceres, a dwarf"],
+                                                    "answer": 0}]}}
