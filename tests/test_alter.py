@@ -204,6 +204,27 @@ def test_content_gate_fit_finds_the_token_that_names_the_subject():
     assert fires[1, :, 1].tolist() == [0, 0, 0, 0, 0, 1, 1, 1] and fires[1, :, 0].sum() == 0
 
 
+def test_gate_calibration_bounds_the_share_of_held_out_items_that_fire_anywhere():
+    """200 held-out items whose one late token scores 0..199 on head 0 and 199..0 on head 1: with a 5% budget, each
+    head may fire on 2.5% of items (5), so each threshold sits at the 6th highest item maximum."""
+    from alter.methods.alter.gate_fit import _calibration_shift, _fire_rate
+
+    gate = ContentGate(2, 2)
+    with torch.no_grad():
+        gate.detector.weight.copy_(torch.eye(2))
+        gate.detector.bias.zero_()
+    items = []
+    for k in range(200):
+        item = np.full((6, 2), -1.0, dtype=np.float32)
+        item[4] = [k, 199 - k]  # a late position: a per-position rate would be 6x smaller than the per-item rate
+        items.append(item)
+    shift = _calibration_shift(gate, items, false_fire=0.05)
+    np.testing.assert_allclose(shift.numpy(), [194.0, 194.0])
+    with torch.no_grad():
+        gate.detector.bias.sub_(shift)
+    assert _fire_rate(gate, items) == pytest.approx(10 / 200)  # 5 items per head, disjoint
+
+
 def test_content_gate_targets_leave_the_own_heads_prompt_free():
     targets, known = content_gate_targets([(5, 3)], np.array([1]), [2], heads=2, width=5)
     assert targets[0, :, 1].tolist() == [0, 0, 1, 1, 1] and targets[0, :, 0].sum() == 0

@@ -127,6 +127,17 @@ class AlterModel:
         route = torch.where(weights.sum(-1) >= 0.5, weights.argmax(-1) + 1, 0)
         return route, self._recorded_high
 
+    def gate_state(self) -> torch.Tensor | None:
+        """The content gate's running max at the end of the last forward, per row."""
+        return self._carry
+
+    def continue_from(self, state: torch.Tensor | None, rows: torch.Tensor) -> None:
+        """The next forward continues rows `rows` of a forward that ended in gate state `state` (answers scored after
+        a shared prompt). Only for gates that need no frozen pass: theirs keeps a cache of its own."""
+        if self.needs_frozen_pass:
+            raise ValueError(f"router {self.config.router!r} cannot continue from a shared prompt")
+        self._carry = None if state is None else state[rows]
+
     def keep_rows(self, rows: torch.Tensor) -> None:
         """Generation dropped finished sequences from its batch: keep the routing state of the remaining `rows`."""
         if isinstance(self._carry, tuple):

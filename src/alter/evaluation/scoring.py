@@ -42,9 +42,10 @@ class AnswerScores:
 def score_answers(model, items: list[EncodedQA], pad_id: int, batch_size: int = 16, precision: str = "fp32",
                   progress=None) -> list[AnswerScores]:
     """Scores of every item. Items that share a prompt (TOFU's answer, paraphrase and perturbed answers of one
-    question) share one pass over it: its KV cache serves all of them. An ALTER model scores whole sequences, because
-    its routing state runs along each whole sequence."""
-    if getattr(model, "alter", None) is None and forward_accepts(model, "cache"):
+    question) share one pass over it: its KV cache serves all of them, and an ALTER content gate's running max at the
+    prompt's end starts each answer. ALTER routers that need a frozen pass beside the model score whole sequences."""
+    adapter = getattr(model, "alter", None)
+    if (adapter is None or not adapter.needs_frozen_pass) and forward_accepts(model, "cache"):
         return _score_sharing_prompts(model, items, pad_id, batch_size, precision, progress)
     return _score_whole_sequences(model, items, pad_id, batch_size, precision, progress)
 
@@ -80,17 +81,22 @@ class PromptPass:
     mask: torch.Tensor
     positions: torch.Tensor
     last_logits: torch.Tensor
+    gate_state: torch.Tensor | None = None  # ALTER: the content gate's state at each prompt's end
+    last_route: torch.Tensor | None = None  # ALTER: the forget head acting at each prompt's last position
 
     @classmethod
     def run(cls, model, prompts: list[list[int]], pad_id: int, precision: str) -> PromptPass:
         device = next(model.parameters()).device
+        adapter = getattr(model, "alter", None)
         ids, mask = (t.to(device) for t in pad_sequences(prompts, pad_id, "left"))
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
         cache = DynamicCache(config=model.config)
-        with autocast(precision, device):
+        with autocast(precision, device), (adapter.recording() if adapter else contextlib.nullcontext()):
             logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
                            **last_logit_only(model)).logits
-        return cls(cache, mask, positions, logits[:, -1])
+            if adapter is None:
+                return cls(cache, mask, positions, logits[:, -1])
+            return cls(cache, mask, positions, logits[:, -1], adapter.gate_state(), adapter.routes()[0][:, -1])
 
     def score_continuations(self, model, rows: list[int], answers: list[list[int]], pad_id: int,
                             precision: str) -> list[AnswerScores]:
@@ -101,13 +107,19 @@ class PromptPass:
         cache = copy.deepcopy(self.cache)  # the forward appends the answers; the prompt cache serves the next chunk
         cache.batch_select_indices(rows_index)
         positions = self.positions[rows_index, -1:] + 1 + torch.arange(answer_ids.shape[1], device=device)
-        with autocast(precision, device):
+        adapter = getattr(model, "alter", None)
+        if adapter is not None:
+            adapter.continue_from(self.gate_state, rows_index)
+        with autocast(precision, device), (adapter.recording() if adapter else contextlib.nullcontext()):
             logits = model(input_ids=answer_ids, attention_mask=torch.cat([self.mask[rows_index], answer_mask], 1),
                            position_ids=positions, cache=cache, use_cache=True).logits
+            route = adapter.routes()[0] if adapter else None
         scores = []
         for k, (row, answer) in enumerate(zip(rows, answers)):
             predicting = torch.cat([self.last_logits[row][None], logits[k, : len(answer) - 1]])
             scores.append(_answer_scores(torch.log_softmax(predicting.float(), -1), answer_ids[k, : len(answer)]))
+            if route is not None:  # the position predicting each answer token: the prompt's last, then the answer's
+                scores[-1].route = torch.cat([self.last_route[row][None], route[k, : len(answer) - 1]]).cpu().numpy()
         return scores
 
 

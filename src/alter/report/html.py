@@ -200,6 +200,7 @@ def render(data: ReportData, figures: dict[str, Path]) -> str:
     sections.append("<h2>Results</h2>")
     sections += [_table(caption, keys, data.rows) for caption, keys in TABLES.items()]
     sections.append(_undone_table(data.rows))
+    sections.append(_gate_table(data.rows))
     sections.append(_audit_table(data.rows))
     sections += [f"<p class=note>{html.escape(note)}</p>" for note in data.notes]
     captions = {"quality_utility": "Forget quality against model utility. Target and retain are reference points; "
@@ -240,6 +241,31 @@ def _undone_table(rows: dict[str, dict]) -> str:
                                                               for row in methods.values()) + "</tr>" for f in families)
     return ("<table><caption>Undone: share of the forgotten probability that comes back (0 = as the retain model, "
             f"1 = as the target), per probe family</caption><tr><th>probe</th>{head}</tr>{body}</table>")
+
+
+def _gate_table(rows: dict[str, dict]) -> str:
+    """ALTER's router diagnostics: the share of answer tokens a forget head acted on, forget / retain, per probe."""
+    gated = {name: row for name, row in rows.items() if row.get("forget_gate_rate") is not None}
+    if not gated:
+        return ""
+    families = [f for f in FAMILIES if any(row.get(f"forget_probe_{f}_gate_rate") is not None for row in gated.values())]
+
+    def cell(row: dict, family: str | None) -> str:
+        forget, retain = (("forget_gate_rate", "retain_gate_rate") if family is None else
+                          (f"forget_probe_{family}_gate_rate", f"retain_probe_{family}_gate_rate"))
+        return f"{_number(row.get(forget))} / {_number(row.get(retain))}"
+
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in gated)
+    body = "".join(f"<tr><th>{html.escape(f or 'in sample')}</th>" + "".join(f"<td>{cell(row, f)}</td>"
+                                                                            for row in gated.values()) + "</tr>"
+                   for f in (None, *families))
+    extra = "".join(f"<tr><th>{key}</th>" + "".join(f"<td>{_number(row.get(f'{key}_gate_rate'))}</td>"
+                                                    for row in gated.values()) + "</tr>"
+                    for key in ("holdout", "ra", "wf") if any(row.get(f"{key}_gate_rate") is not None
+                                                             for row in gated.values()))
+    return ("<table><caption>ALTER's gate: share of answer tokens a forget head acted on, forget / retain answers, "
+            "per probe family (holdout, real authors, world facts: one share each)</caption>"
+            f"<tr><th>probe</th>{head}</tr>{body}{extra}</table>")
 
 
 def _audit_table(rows: dict[str, dict]) -> str:

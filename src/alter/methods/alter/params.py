@@ -50,7 +50,7 @@ class ALTERParams:
     regulariser_weight: float = 0.01
     router_weight: float = 1.0
     gate_retain_items: int = 2000  # at most this many retain items (never the evaluation's) fit the gate
-    gate_false_fire: float = 0.01  # 'content': threshold set to fire on at most this share of held-out retain text
+    gate_false_fire: float = 0.01  # 'content': thresholds set so at most this share of held-out retain items fire
 
     def __post_init__(self):
         if self.router not in ROUTERS:
