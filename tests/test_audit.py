@@ -77,6 +77,27 @@ def test_an_audit_of_the_target_itself_finds_everything_undone(self_audit):
     assert "| quant_int4_channel | forget_prob |" in (out / "AUDIT.md").read_text()
 
 
+def gap_share(clean: dict, attacked: dict, key: str) -> float:
+    """How far the retain model moved under an attack, as a share of the clean target-to-retain gap."""
+    gap = clean["target"][key] - clean["retain"][key]
+    return (attacked["retain"][key] - clean["retain"][key]) / gap
+
+
+def test_a_model_that_never_saw_the_facts_does_not_gain_them_from_quantisation(self_audit):
+    attacks = self_audit[0]["attacks"]
+    assert attacks["none"]["target"]["forget_prob"] - attacks["none"]["retain"]["forget_prob"] > 0.1  # a gap to share
+    assert attacks["quant_int4_channel"]["retain"]["forget_prob"] != attacks["none"]["retain"]["forget_prob"]
+    share = gap_share(attacks["none"], attacks["quant_int4_channel"], "forget_prob")
+    assert share < 0.05
+
+
+def test_relearning_one_author_does_not_teach_the_retain_model_another_authors_facts(self_audit):
+    """Had the relearning part and the measured part shared an author, the retain model would gain (-0.21 here)."""
+    attacks = self_audit[0]["attacks"]
+    share = gap_share(attacks["none"], attacks["relearn_lr0.001"], "held_out_prob")
+    assert share < 0.15
+
+
 def test_undone_is_the_share_of_the_retain_to_target_gap(self_audit):
     result = self_audit[0]["attacks"]["quant_int4_channel"]
     model, target, retain = (result[n]["forget_prob"] for n in ("model", "target", "retain"))

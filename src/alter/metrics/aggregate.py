@@ -23,10 +23,11 @@ def model_utility(summary: dict[str, float]) -> float:
 FORGOT_MIN_DROP = 0.02  # below this fall of the forget answers' mean probability, a run is said to have moved nothing
 
 
-def forgetting_verdict(before: float, after: float) -> tuple[bool, str]:
-    """Whether an unlearning run moved its forget answers, and one line saying so."""
+def forgetting_verdict(before: float, after: float, where: str = "") -> tuple[bool, str]:
+    """Whether an unlearning run moved its forget answers, and one line saying so; `where` names the items measured."""
     moved = before - after >= FORGOT_MIN_DROP
+    change = f"forget answers' probability{where} {before:.3f} -> {after:.3f}"
     if moved:
-        return True, f"forget answers' probability {before:.3f} -> {after:.3f}"
-    return False, (f"nothing was forgotten: forget answers' probability {before:.3f} -> {after:.3f} (a fall under "
-                   f"{FORGOT_MIN_DROP}); raise the learning rate or check the method's logs")
+        return True, change
+    return False, (f"nothing was forgotten: {change} (a fall under {FORGOT_MIN_DROP}); raise the learning rate or "
+                   "check the method's logs")

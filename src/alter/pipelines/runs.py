@@ -37,7 +37,7 @@ def unlearn_run(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, re
     manifest = unlearn(model_spec, data, recipe, out, resume=resume, overwrite=overwrite,
                        trust_remote_code=trust_remote_code, observe=observe)
     before, after = (_mean_probability(records[m]["forget"]) for m in ("before", "after"))
-    moved, line = forgetting_verdict(before, after)
+    moved, line = forgetting_verdict(before, after, where=f" (first {len(subsets['forget'])} forget items)")
     tokens = {"rows": {name: [_label(row) for row in rows] for name, rows in subsets.items()}, **records,
               "verdict": {"moved": moved, "line": line, "forget_probability": [before, after]}}
     if Path(out, "manifest.json").is_file():  # rank 0 published the run
