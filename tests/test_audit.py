@@ -92,7 +92,7 @@ def test_a_model_that_never_saw_the_facts_does_not_gain_them_from_quantisation(s
 
 
 def test_relearning_one_author_does_not_teach_the_retain_model_another_authors_facts(self_audit):
-    """Had the relearning part and the measured part shared an author, the retain model would gain (-0.21 here)."""
+    """The retain model, relearning the first author, moves on the second by at most 15% of the gap (-21% here)."""
     attacks = self_audit[0]["attacks"]
     share = gap_share(attacks["none"], attacks["relearn_lr0.001"], "held_out_prob")
     assert share < 0.15
