@@ -168,3 +168,30 @@ def test_bench_audit_table_shows_each_attack_per_run():
     assert lines[2] == "| run | relearn_lr1e-05 | quant_int4_channel |"
     assert lines[4:] == ["| alter | 0.25 | -0.5 |", "| npo | 1 | - |"]
     assert audit_table({"alter": {}}) == ""
+
+
+def test_verdict_lines_give_the_share_back_and_how_the_models_own_retain_answers_moved():
+    from alter.pipelines.audit import verdict_lines
+
+    def entry(model_forget, model_retain):
+        return {"model": {"forget_prob": model_forget, "retain_prob": model_retain},
+                "target": {"forget_prob": 0.9, "retain_prob": 0.5}, "retain": {"forget_prob": 0.1, "retain_prob": 0.8}}
+
+    attacks = {"none": {**entry(0.1, 0.7), "undone": 0.0}, "quant_int4_channel": {**entry(0.5, 0.6), "undone": 0.5}}
+    assert verdict_lines({"attacks": attacks}) == [
+        "none: 0% of the forgotten probability is back",
+        "quant_int4_channel: 50% of the forgotten probability is back; the model's retain answers move -0.100"]
+
+
+def test_audit_table_puts_every_audit_of_a_world_in_one_table_per_attack():
+    from alter.pipelines.audit import compare_markdown
+
+    def audit(forget, undone):
+        return {"attacks": {"quant_int4_channel": {
+            "model": {"forget_prob": forget, "retain_prob": 0.6}, "undone": undone,
+            "target": {"forget_prob": 0.9, "retain_prob": 0.5}, "retain": {"forget_prob": 0.1, "retain_prob": 0.8}}}}
+
+    lines = compare_markdown({"npo": audit(0.5, 0.5), "rmu": audit(0.9, 1.0)}).splitlines()
+    assert lines[0] == "**quant_int4_channel**"
+    assert lines[4:] == ["| target | 0.900 | - | 0.500 | - |", "| retain | 0.100 | - | 0.800 | - |",
+                         "| npo | 0.500 | 0.50 | 0.600 | - |", "| rmu | 0.900 | 1.00 | 0.600 | - |"]

@@ -63,3 +63,17 @@ def test_machine_facts_name_the_capability_and_precision():
     assert facts["device"] == "cpu" and facts["precision"] == "fp32"
     assert facts["isa"] == torch.backends.cpu.get_cpu_capability()
     assert isinstance(facts["bf16_native"], bool) and facts["threads"] >= 1
+
+
+def test_auto_takes_fp32_for_narrow_models_on_cpu(tmp_path, monkeypatch):
+    monkeypatch.setattr(precision_module, "cpu_bf16_verdict", lambda: {"bf16_faster": True})
+    (tmp_path / "wide").mkdir()
+    (tmp_path / "wide" / "config.json").write_text(json.dumps({"hidden_size": 576}))
+    (tmp_path / "gpt2").mkdir()
+    (tmp_path / "gpt2" / "config.json").write_text(json.dumps({"n_embd": 128}))
+    assert precision_module.model_width("tiny") == 256
+    assert resolve_precision("auto", "cpu", "tiny") == "fp32"
+    assert resolve_precision("auto", "cpu", str(tmp_path / "gpt2")) == "fp32"
+    assert resolve_precision("auto", "cpu", str(tmp_path / "wide")) == "bf16"
+    assert resolve_precision("auto", "cpu", "some/hub-id") == "bf16"  # width unknown: the machine decides
+    assert resolve_precision("bf16", "cpu", "tiny") == "bf16"  # an explicit choice is kept

@@ -28,6 +28,29 @@ def add_parser(commands) -> None:
     add_precision(parser)
     parser.add_argument("--out", required=True, help="output folder")
     parser.set_defaults(run=run)
+    table = commands.add_parser(
+        "audit-table", help="one table per attack over several `alter audit` folders of the same world",
+        description="Reads each NAME=DIR's AUDIT.json and prints, per attack, the target and retain model under it "
+                    "and every audited model: the measured probability, undone, and the retain control.")
+    table.add_argument("audits", nargs="+", metavar="NAME=DIR", help="a row name and an `alter audit` output folder")
+    table.set_defaults(run=run_table)
+
+
+def run_table(args) -> None:
+    import json
+    from pathlib import Path
+
+    from alter.errors import UserError
+    from alter.pipelines.audit import compare_markdown
+
+    audits = {}
+    for item in args.audits:
+        name, _, folder = item.rpartition("=")
+        path = Path(folder) / "AUDIT.json"
+        if not name or not path.is_file():
+            raise UserError(f"{item}: expected NAME=DIR with DIR/AUDIT.json (an `alter audit` output folder)")
+        audits[name] = json.loads(path.read_text())
+    print(compare_markdown(audits), end="")
 
 
 def run(args) -> None:
@@ -40,7 +63,7 @@ def run(args) -> None:
     plan = AuditPlan(args.model, args.adapter, args.data, Path(check_output_dir(args.out)), args.forget_split,
                      args.reference, args.retain_model, parse_rates(args.relearn_lrs), args.relearn_steps,
                      args.relearn_batch, parse_quantisation(args.quantisation),
-                     resolve_precision(args.precision, default_device()),
+                     resolve_precision(args.precision, default_device(), args.model),
                      {k: v for k, v in (("limit", args.limit), ("max_new_tokens", args.max_new_tokens)) if v},
                      cache_root() / "audit")
     check_plan(plan)

@@ -75,6 +75,6 @@ def plan_from(args):
         worlds = generated_worlds(out, args.worlds, args.authors, args.tuning_world)
     finetune = {k: v for k, v in (("epochs", args.finetune_epochs), ("max_steps", args.finetune_max_steps)) if v}
     settings = {k: v for k, v in (("limit", args.limit), ("max_new_tokens", args.max_new_tokens)) if v}
-    return BenchPlan(args.model, worlds, args.forget_split, variants, out, cache,
-                     resolve_precision(args.precision, default_device()), list(range(args.seeds)), args.probes,
-                     finetune, settings, audit=args.audit)
+    precision = resolve_precision(args.precision, default_device(), args.model)
+    return BenchPlan(args.model, worlds, args.forget_split, variants, out, cache, precision, list(range(args.seeds)),
+                     args.probes, finetune, settings, audit=args.audit)

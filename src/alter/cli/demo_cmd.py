@@ -34,7 +34,7 @@ def run(args) -> None:
     model = "tiny" if args.fast else "smollm2"
     out = Path(check_output_dir(args.out or ("runs/demo-fast" if args.fast else "runs/demo")))
     cache = Path(check_output_dir(args.cache or cache_root() / "bench"))
-    plan = demo_plan(out, model, args.methods, cache, resolve_precision(args.precision, default_device()),
+    plan = demo_plan(out, model, args.methods, cache, resolve_precision(args.precision, default_device(), model),
                      args.authors, args.seed)
     print("\n" + run_demo(plan))
     print(f"report: {build_report(out)}")

@@ -38,7 +38,7 @@ def run(args) -> None:
     out = check_output_dir(args.out)
     rows = TofuData(args.data).load(args.split)[: args.limit]
     device = default_device()
-    precision = resolve_precision(args.precision, device)
+    precision = resolve_precision(args.precision, device, args.model)
     model, tokenizer = load_model(args.model)
     model.to(device)
     items = [encode_qa(tokenizer, row["question"], row["answer"]) for row in rows]

@@ -47,7 +47,7 @@ def run(args) -> None:
     reference_path = getattr(args, "retain_logs", None)
     reference = load_reference(reference_path, suite) if reference_path else None
     state = PartialState(cpu=not torch.cuda.is_available())  # one process, or one of a launcher's
-    precision = resolve_precision(args.precision, state.device)
+    precision = resolve_precision(args.precision, state.device, args.model)
     settings = EvalSettings(args.batch_size, args.generation_batch_size, args.max_new_tokens, args.limit, precision)
     warnings = suite.check_reference(options, settings, reference) if reference is not None else []
     if suite.compares_before:

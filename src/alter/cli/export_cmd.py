@@ -28,8 +28,8 @@ def run(args) -> None:
     from alter.models.precision import default_device, resolve_precision
     from alter.pipelines.export import ExportPlan, export
 
+    precision = resolve_precision(args.precision, default_device(), args.model)
     plan = ExportPlan(args.model, args.adapter, args.out, args.data, args.forget_split, args.epochs, args.lr,
-                      retain_items=args.retain_items, precision=resolve_precision(args.precision, default_device()),
-                      overwrite=args.overwrite)
+                      retain_items=args.retain_items, precision=precision, overwrite=args.overwrite)
     manifest = export(plan)
     print(f"saved {args.out}: {manifest['method']} ({manifest['wall_seconds']:.0f} s)")

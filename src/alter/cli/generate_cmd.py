@@ -25,7 +25,7 @@ def run(args) -> None:
     from alter.models import default_device, resolve_precision
 
     device = default_device()
-    precision = resolve_precision(args.precision, device)
+    precision = resolve_precision(args.precision, device, args.model)
     model, tokenizer = load_model_with_adapter(args.model, args.adapter, trust_remote_code=args.trust_remote_code)
     model.to(device)
     prompts = [encode_prompt(tokenizer, prompt) for prompt in args.prompts]

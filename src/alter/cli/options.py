@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-PRECISION_HELP = ("auto (default: bf16 autocast where this machine computes bf16 natively and faster, else fp32; "
-                  "bf16 on CUDA), fp32, bf16, or fp16 (CUDA only)")
+PRECISION_HELP = ("auto (default: bf16 autocast where this machine computes bf16 natively and faster and the model is "
+                  "at least 512 wide, else fp32; bf16 on CUDA), fp32, bf16, or fp16 (CUDA only)")
 
 
 class Parser(argparse.ArgumentParser):

@@ -16,6 +16,14 @@ from torch import nn
 from alter.models.families import decoder_layers, linear_features
 
 
+ADAPTER_NAME_PARTS = ("lora_", "retain_B", "forget_B", "router", "gate.")  # peft LoRA and ALTER parameters
+
+
+def is_adapter_part(name: str) -> bool:
+    """Whether a parameter or module name belongs to an adapter (peft LoRA, ALTER) rather than to the base."""
+    return any(part in name for part in ADAPTER_NAME_PARTS)
+
+
 def rtn(weight: torch.Tensor, bits: int, group: int | None = None) -> torch.Tensor:
     """`weight` [out, in] rounded to a symmetric `bits`-bit grid per output row, or per group of `group` columns."""
     out_features, in_features = weight.shape
@@ -33,7 +41,7 @@ def fake_quantise(model: nn.Module, bits: int, group: int | None = None) -> int:
     """Quantise every linear layer of the decoder blocks in place (adapter weights excluded); return their count."""
     count = 0
     for name, module in decoder_layers(model).named_modules():
-        if linear_features(module) is None or "lora_" in name or type(module).__name__.startswith("Alter"):
+        if linear_features(module) is None or is_adapter_part(name) or type(module).__name__.startswith("Alter"):
             continue  # adapters (peft's lora_A/lora_B, ALTER's layers) keep full precision; their base is quantised
         weight = module.weight
         transposed = type(module).__name__ == "Conv1D"  # GPT-2 stores [in, out]

@@ -36,7 +36,7 @@ from alter.methods.base import mean_nll
 from alter.metrics.rouge import rouge_l
 from alter.models import default_device, load_model
 from alter.models.precision import machine_facts
-from alter.models.quantize import fake_quantise
+from alter.models.quantize import fake_quantise, is_adapter_part
 from alter.training.finetune import make_accelerator
 from alter.training.loop import TrainConfig, train
 
@@ -149,8 +149,7 @@ def _attacked(plan: AuditPlan, subject: Subject, attack: str, relearn_rows: list
 def relearn(model, tokenizer, rows: list[dict], lr: float, plan: AuditPlan) -> None:
     """Fine-tune the base weights (with any adapter attached and frozen) on `rows`: `relearn_steps` steps of
     `relearn_batch` items at a constant `lr`, answer tokens only."""
-    adapter_names = ("lora_", "retain_B", "forget_B", "router", "gate.")
-    base = [p for name, p in model.named_parameters() if not any(part in name for part in adapter_names)]
+    base = [p for name, p in model.named_parameters() if not is_adapter_part(name)]
     items = [encode_qa(tokenizer, row["question"], row["answer"]) for row in rows]
     config = TrainConfig(epochs=1, learning_rate=lr, batch_size=plan.relearn_batch, max_steps=plan.relearn_steps,
                          warmup_ratio=0.0, scheduler="constant", precision=plan.precision)
@@ -191,20 +190,18 @@ def _undone(result: dict, measured: str) -> float | None:
 
 def verdict_lines(audit: dict) -> list[str]:
     lines = []
+    clean = audit["attacks"].get("none", {}).get("model", {})
     for attack, result in audit["attacks"].items():
         undone = result.get("undone")
         if undone is not None:
+            control = result["model"]["retain_prob"] - clean["retain_prob"] if attack != "none" and clean else None
             lines.append(f"{attack}: {max(undone, 0.0):.0%} of the forgotten probability is back"
-                         + (f"; the retain control moves {_control(result):+.3f}" if attack != "none" else ""))
+                         + (f"; the model's retain answers move {control:+.3f}" if control is not None else ""))
     removed = audit["attacks"].get("adapter_removed", {}).get("model")
     if removed is not None:
         lines.append(f"adapter removed: forget answer probability {removed['forget_prob']:.3f} — whoever holds the "
                      "base weights holds every forgotten fact")
     return lines
-
-
-def _control(result: dict) -> float:
-    return result["model"]["retain_prob"] - result.get("target", result["model"])["retain_prob"]
 
 
 def markdown(audit: dict) -> str:
@@ -218,6 +215,27 @@ def markdown(audit: dict) -> str:
                  _number(model.get("retain_gate_rate"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\n" + "\n".join(f"- {line}" for line in audit["lines"]) + "\n"
+
+
+def compare_markdown(audits: dict[str, dict]) -> str:
+    """One table per attack over several audits of the same world: the target and the retain model under the
+    attack (from the first audit that has them), then each audited model."""
+    attacks = list(dict.fromkeys(a for audit in audits.values() for a in audit["attacks"] if a != "adapter_removed"))
+    parts = []
+    for attack in attacks:
+        key = ("held_out" if attack.startswith("relearn") else "forget") + "_prob"
+        lines = [f"**{attack}**\n", f"| run | {key} | undone | retain_prob | gate on retain |", "|---|---|---|---|---|"]
+        results = {name: audit["attacks"][attack] for name, audit in audits.items() if attack in audit["attacks"]}
+        for reference in ("target", "retain"):
+            measured = next((r[reference] for r in results.values() if reference in r), None)
+            if measured is not None:
+                lines.append(f"| {reference} | {_number(measured[key])} | - | {_number(measured['retain_prob'])} | - |")
+        for name, result in results.items():
+            model = result["model"]
+            lines.append(f"| {name} | {_number(model[key])} | {_number(result.get('undone'), 2)} | "
+                         f"{_number(model['retain_prob'])} | {_number(model.get('retain_gate_rate'))} |")
+        parts.append("\n".join(lines) + "\n")
+    return "\n".join(parts)
 
 
 def _number(value, digits: int = 3) -> str:

@@ -30,7 +30,7 @@ def unlearn_run(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, re
     def observe(moment, model, tokenizer):
         was_training = model.training
         model.eval()
-        records[moment] = {name: _records(model, tokenizer, rows, recipe.train.precision)
+        records[moment] = {name: _records(model, tokenizer, rows, recipe.train.precision, model_spec)
                            for name, rows in subsets.items() if rows}
         model.train(was_training)
 
@@ -45,12 +45,13 @@ def unlearn_run(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, re
     return {**manifest, "verdict": tokens["verdict"]}
 
 
-def _records(model, tokenizer, rows: list[dict], precision: str) -> list[dict]:
+def _records(model, tokenizer, rows: list[dict], precision: str, model_spec: str) -> list[dict]:
     from alter.models.precision import resolve_precision
 
     device = next(model.parameters()).device
     items = encode_rows(tokenizer, rows)[: len(rows)]
-    scores = score_answers(model, items, tokenizer.pad_token_id, precision=resolve_precision(precision, device))
+    precision = resolve_precision(precision, device, model_spec)
+    scores = score_answers(model, items, tokenizer.pad_token_id, precision=precision)
     return [token_record(tokenizer, s) for s in scores]
 
 

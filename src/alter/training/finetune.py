@@ -94,7 +94,7 @@ def finetune(model_spec: str, data_root: str, split: str, out: str, recipe: Fine
     splits = [split, *(name for name in GENERAL_KNOWLEDGE if recipe.general_knowledge and data.has(name))]
     rows = [row for name in splits for row in data.load(name)]
     config = recipe.train
-    precision = resolve_precision(config.precision, "cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolve_precision(config.precision, "cuda" if torch.cuda.is_available() else "cpu", model_spec)
     accelerator = make_accelerator(precision)
     torch.manual_seed(config.seed)
     model, tokenizer = load_or_build(model_spec, data_root, config.seed, trust_remote_code)

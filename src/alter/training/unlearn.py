@@ -40,7 +40,7 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
         raise UserError("the forget set is empty")
     out_dir = prepare_output(out, resume, overwrite)
     config = replace(recipe.train, learning_rate=recipe.learning_rate)
-    precision = resolve_precision(config.precision, "cuda" if torch.cuda.is_available() else "cpu")
+    precision = resolve_precision(config.precision, "cuda" if torch.cuda.is_available() else "cpu", model_spec)
     accelerator = make_accelerator(precision, find_unused_parameters=method.sparse_gradients)
     torch.manual_seed(config.seed)
     model, tokenizer = load_model(model_spec, trust_remote_code=trust_remote_code)
