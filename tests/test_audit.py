@@ -13,6 +13,7 @@ from alter.pipelines.audit import AuditPlan, attack_names, run_audit, split_forg
 from alter.pipelines.export import ExportPlan, export
 
 PROMPT = "Question: Where was the author born?\nAnswer: "
+TOLERANCE = 0.05  # a distilled export's answer probabilities, per item, against base + adapter
 
 
 def logits_of(model, tokenizer, text=PROMPT):
@@ -145,18 +146,31 @@ def test_export_merges_a_peft_lora_adapter(tiny_runs, tmp_path):
     torch.testing.assert_close(logits_of(exported, tokenizer), expected, rtol=1e-4, atol=1e-4)
 
 
-def test_a_gated_alter_adapter_is_distilled_and_its_fidelity_recorded(tiny_runs, small_world, tmp_path,
+def test_a_gated_alter_adapter_is_distilled_within_a_stated_tolerance(tiny_runs, small_world, tmp_path,
                                                                       random_alter_adapter):
+    from alter.data.formatting import encode_qa
+    from alter.data.tofu import TofuData
+    from alter.evaluation.scoring import score_answers
+
     target = str(tiny_runs / "target")
-    model, _ = load_model(target)
-    random_alter_adapter(model, seed=4, router="content", gate_bias=5.0).save(tmp_path / "adapter", target,
-                                                                              clusters={"0": 0})
+    model, tokenizer = load_model(target)
+    adapter = random_alter_adapter(model, seed=4, router="content", gate_bias=5.0)
+    with torch.no_grad():  # heads strong enough to move the answers
+        for _, layer in adapter.layers:
+            layer.forget_B.mul_(4)
+    adapter.save(tmp_path / "adapter", target, clusters={"0": 0})
     manifest = export(ExportPlan(target, str(tmp_path / "adapter"), str(tmp_path / "export"), data=str(small_world),
-                                 epochs=0.1, retain_items=8))
+                                 epochs=3, learning_rate=1e-3, retain_items=8))
     fidelity = manifest["distillation"]["fidelity"]
     assert manifest["method"] == "distilled from the gated ALTER adapter"
-    assert set(fidelity) == {"forget_prob", "retain_prob"} and all(0 <= v["export"] <= 1 for v in fidelity.values())
     assert (tmp_path / "export" / "model.safetensors").is_file()
+    base, _ = load_model(target)
+    forget = [encode_qa(tokenizer, r["question"], r["answer"]) for r in TofuData(str(small_world)).load("forget10")]
+    base_prob = float(np.mean([np.exp(-s.nll) for s in score_answers(base, forget, tokenizer.pad_token_id)]))
+    adapted = fidelity["forget_prob"]["adapted"]
+    assert adapted < base_prob - TOLERANCE and adapted > 0.02  # the answers move, but not to nothing: a real match
+    for name, measured in fidelity.items():
+        assert measured["mean_abs_difference"] < TOLERANCE, (name, measured)
 
 
 def test_bench_audit_table_shows_each_attack_per_run():
