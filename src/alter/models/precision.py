@@ -28,8 +28,10 @@ from alter.io import cache_root, write_json
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 BF16_MIN_SPEEDUP = 1.25  # below this, bf16's rounding is not worth it
-# Narrower models get fp32 under `auto` on CPU: bf16 autocast's casts cost about what its kernels save there (the
-# tiny model, 256 wide, on the bf16-native VM: 150 fine-tuning steps in 13.5-13.8 s fp32, 13.7-13.9 s bf16).
+# Narrower models get fp32 under `auto` on CPU: their training steps are not faster in bf16 end to end (the tiny
+# model, 256 wide, on the bf16-native VM: 150 fine-tuning steps in 13.5-13.8 s fp32, 13.7-13.9 s bf16), although
+# its forward and backward alone are (1.52x): the rest of a step (optimizer, data, small ops) dominates. A fixed
+# width, measured on one machine; timing a few real steps of the model per machine would let the machine decide.
 NARROW_WIDTH = 512
 ISA_LIMITS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA")
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from alter.io import write_text
-
 
 def finetune_step(model: str, data: str, split: str, out: str, precision: str, options: dict) -> dict:
     from alter.training.finetune import default_recipe, finetune
@@ -51,10 +49,6 @@ def eval_step(suite: str, model: str, adapter: str | None, options: dict, settin
     summary, notes = summarize_with(chosen, log, reference_log, warnings)
     write_outputs(Path(out), chosen, log, summary, notes)
     return summary
-
-
-def mark_done(folder: str, key: str) -> None:
-    write_text(Path(folder) / "bench_key.txt", key)
 
 
 def audit_step(model: str, adapter: str | None, data: str, forget_split: str, reference: str, retain_model: str,
