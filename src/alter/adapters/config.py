@@ -40,6 +40,9 @@ class AlterConfig:
     target_modules: list[str] = _help("linear layers to adapt; empty = the model family's projections",
                                       default_factory=list)
     entropy: EntropySettings = _help("token entropy and the high/low threshold", default_factory=EntropySettings)
+    head_requests: list[int] = _help("the forget request (1, 2, ...) each forget head was trained for, in head order; "
+                                     "empty = every head belongs to request 1 (docs/method.md, \"Sequential "
+                                     "requests\")", default_factory=list)
 
     def __post_init__(self):
         if isinstance(self.entropy, dict):
@@ -53,6 +56,9 @@ class AlterConfig:
                              f"got {self.top_k_high}")
         if self.temperature_high <= 0 or self.temperature_low <= 0:
             raise ValueError("router temperatures must be positive")
+        if self.head_requests and len(self.head_requests) != self.forget_heads:
+            raise ValueError(f"head_requests: one request per forget head ({self.forget_heads}), "
+                             f"got {len(self.head_requests)}")
 
     @property
     def scale(self) -> float:
@@ -62,6 +68,11 @@ class AlterConfig:
     def router_outputs(self) -> int:
         """Outputs of a 'layer' or 'shared' router: the forget heads, plus 'no forget head' when `null_output`."""
         return self.forget_heads + int(self.null_output)
+
+    @property
+    def requests(self) -> list[int]:
+        """The request of each forget head."""
+        return list(self.head_requests) or [1] * self.forget_heads
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -197,6 +197,33 @@ class AlterModel:
             self.slot.routing = None
         return None
 
+    # --- sequential requests ------------------------------------------------------------------------------------
+
+    def add_request(self, gate_rows: ContentGate) -> int:
+        """Append one forget head per output of `gate_rows` (a content gate fitted on a new request's sub-domains),
+        zero-initialised, so the model is unchanged until they train. Returns the new request's number."""
+        self._check_sequential()
+        request = max(self.config.requests) + 1
+        count = gate_rows.detector.out_features
+        for _, layer in self.layers:
+            fresh = layer.forget_B.new_zeros(count, *layer.forget_B.shape[1:])
+            layer.forget_B = nn.Parameter(torch.cat([layer.forget_B.detach(), fresh]))
+        self._set_gate_rows(torch.cat([self.gate.detector.weight, gate_rows.detector.weight.to(self.gate.detector.weight)]),
+                            torch.cat([self.gate.detector.bias, gate_rows.detector.bias.to(self.gate.detector.bias)]))
+        self.config.head_requests = self.config.requests + [request] * count
+        self.config.forget_heads += count
+        return request
+
+    def _check_sequential(self) -> None:
+        _check_sequential(self.config)
+
+    def _set_gate_rows(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        detector = nn.Linear(weight.shape[1], weight.shape[0]).to(weight.device, weight.dtype)
+        with torch.no_grad():
+            detector.weight.copy_(weight)
+            detector.bias.copy_(bias)
+        self.gate.detector = detector.requires_grad_(False)
+
     # --- save and load ------------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -242,6 +269,37 @@ class AlterModel:
                                     f"{tuple(targets[key].shape)})")
                 targets[key].copy_(value)
         return adapter
+
+
+def _check_sequential(config: AlterConfig) -> None:
+    if config.router != "content":
+        raise UserError(f"sequential requests need router 'content' (each head has its own gate row); this adapter "
+                        f"uses {config.router!r}")
+
+
+def remove_request(folder: Path, request: int, out: Path) -> dict:
+    """Write to `out` the adapter in `folder` without one request's forget heads and gate rows. What that request
+    made the model forget comes back; wherever its gate did not fire, outputs are exactly what they were. Works on
+    the saved tensors alone (no model is loaded); returns the new adapter's config."""
+    meta = json.loads((folder / CONFIG).read_text())
+    config = AlterConfig.from_dict(meta["config"])
+    _check_sequential(config)
+    requests = config.requests
+    if request not in requests:
+        raise UserError(f"--request: {folder} holds requests {sorted(set(requests))}, not {request}")
+    if set(requests) == {request}:
+        raise UserError(f"--request: {request} is the only request of {folder}; use the base model instead")
+    keep = torch.tensor([r != request for r in requests])
+    state = {key: value[keep] if key.endswith(".forget_B") or key.startswith("gate.detector.") else value
+             for key, value in load_file(str(folder / WEIGHTS)).items()}
+    config.head_requests = [r for r in requests if r != request]
+    config.forget_heads = len(config.head_requests)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / WEIGHTS) as tmp:
+        save_file(state, str(tmp))
+    write_json(out / CONFIG, {**meta, "config": config.to_dict(),
+                              "removed_requests": [*meta.get("removed_requests", []), request]})
+    return config.to_dict()
 
 
 class _Disabled:

@@ -10,18 +10,24 @@ docs/method.md has the method as implemented, each gap of the paper, the switch 
    Phase II: forget heads learn the inverse hinge on their own sub-domain's low-entropy tokens, the retain head NLL
    on retain answers, A from high-entropy tokens only, a KL regulariser keeps high-entropy forget tokens at the
    frozen model's distribution, and a 'layer' router learns its routes.
+
+With `params.extend=ADAPTER` the forget set is a new request added to an earlier adapter (`prepare_request`): new
+forget heads and gate rows for it, and only the new heads train (docs/method.md, "Sequential requests").
 """
 
 from __future__ import annotations
 
+import json
 import sys
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from alter.adapters.config import AlterConfig
 from alter.adapters.gates import ContentGate, SharedRouter
-from alter.adapters.model import AlterModel, default_gate_layer
+from alter.adapters.model import AlterModel, default_gate_layer, is_alter_adapter
 from alter.entropy import EntropySettings, threshold_from
 from alter.errors import UserError
 from alter.methods.alter.gate_fit import fit_content_gate, fit_shared_router
@@ -37,6 +43,8 @@ def prepare(setup: Setup) -> Plan:
     if setup.sharded:
         raise UserError("--method alter runs in one process or under DDP: its frozen passes read the whole model, "
                         "which FSDP and DeepSpeed shard")
+    if params.extend:
+        return prepare_request(setup, params)
     model, pad = setup.model, setup.tokenizer.pad_token_id
     entropy = EntropySettings(params.entropy, params.q, params.threshold, params.entropy_guidance)
     reads = _gate_reads(model, params)
@@ -87,6 +95,47 @@ def prepare(setup: Setup) -> Plan:
     clusters = {str(i): int(d) for i, d in enumerate(rows)}
     return Plan(model, phases, "adapter",
                 lambda folder: adapter.save(folder, setup.base_model, {"alter": facts}, clusters), {"alter": facts})
+
+
+def prepare_request(setup: Setup, params: ALTERParams) -> Plan:
+    """A new forget request on an earlier adapter: its items get sub-domains, gate rows (fitted and calibrated as
+    for a first request) and zero forget heads; Phase II trains only those heads. A, the retain head and every
+    earlier head stay bitwise as they were, so removing this request later gives back the earlier adapter."""
+    folder = Path(params.extend)
+    if not is_alter_adapter(folder):
+        raise UserError(f"params.extend: {folder} is not an ALTER adapter folder (no alter_config.json)")
+    earlier = json.loads((folder / "alter_config.json").read_text())
+    if earlier.get("config", {}).get("router") != "content":
+        raise UserError("params.extend: sequential requests need an adapter with router 'content'")
+    model, pad = setup.model, setup.tokenizer.pad_token_id
+    entropy = EntropySettings(**earlier["config"]["entropy"])
+    reads = earlier["config"]["gate_layer"]
+    forget = item_statistics(model, setup.forget, pad, setup.precision, entropy, pooled=True, feature_layer=reads)
+    rows, clustering = choose_subdomains(forget.pooled[:: setup.variants], params.forget_heads,
+                                         params.max_forget_heads, setup.seed)
+    domains = np.repeat(rows, setup.variants)
+    gate_params = replace(params, router="content", gate_layer=reads)
+    new_rows, gate_facts = _fit_gate(model, setup, gate_params, forget, domains, reads, clustering["heads"], entropy)
+    adapter = AlterModel.load(model, folder)
+    earlier_heads = adapter.config.forget_heads
+    request = adapter.add_request(new_rows)
+    gate = adapter.gate
+    with adapter.disabled():
+        retain = item_statistics(model, setup.retain, pad, setup.precision, entropy, feature_layer=reads, gate=gate)
+    fires = [gate.weights(gate.running_max(gate.scores(torch.as_tensor(f, device=gate.detector.weight.device)[None],
+                                                       None), None))[0].cpu() > 0 for f in forget.features]
+    objective = ALTERObjective(adapter, params, {"forget": forget.entropy, "retain": retain.entropy},
+                               torch.as_tensor(domains + earlier_heads), entropy.threshold,
+                               {"forget": [on.numpy() for on in fires], "retain": retain.features})
+    heads = adapter.parameters("forget_B")
+    for parameter in heads:  # earlier requests' heads receive no gradient, hence no update
+        parameter.register_hook(lambda grad: torch.cat([torch.zeros_like(grad[:earlier_heads]), grad[earlier_heads:]]))
+    phases = [Phase("phase2", objective.phase2, [{"params": heads, "lr": params.lr_b, "weight_decay": 0.0}])]
+    facts = {"request": request, "extends": str(folder), "entropy_threshold": entropy.threshold,
+             "clustering": clustering, "gate": gate_facts, "gate_layer": reads, "adapted_layers": len(adapter.layers),
+             "head_requests": adapter.config.requests}
+    return Plan(model, phases, "adapter",
+                lambda out: adapter.save(out, setup.base_model, {"alter": facts}), {"alter": facts})
 
 
 def _gate_reads(model, params: ALTERParams) -> int | None:

@@ -51,6 +51,7 @@ class ALTERParams:
     router_weight: float = 1.0
     gate_retain_items: int = 2000  # at most this many retain items (never the evaluation's) fit the gate
     gate_false_fire: float = 0.01  # 'content': thresholds set so at most this share of held-out retain items fire
+    extend: str = ""  # an earlier ALTER adapter (folder) on this model: add this forget set to it as a new request
 
     def __post_init__(self):
         if self.router not in ROUTERS:
