@@ -205,6 +205,23 @@ def test_two_steps_move_the_forget_loss_the_intended_way(name, tiny_runs, small_
     assert (after > before) if up else (after < before), (before, after)
 
 
+def test_canonical_rmu_trains_only_the_mlp_output_projections_up_to_the_steered_layer(tiny_runs, small_world):
+    from alter.methods.base import LoraChoice, Setup
+
+    model, source = tiny_batches(tiny_runs, small_world)
+    params = build_recipe("rmu", None, ["params.update=canonical", "params.layer=1"]).params
+    setup = Setup(model, None, [], [], None, source, params, 1e-3, 0, "fp32", LoraChoice())
+    trained = get_method("rmu").prepare(setup).phases[0].param_groups[0]["params"]
+    names = {name for name, p in model.named_parameters() if any(p is q for q in trained)}
+    assert names == {"model.layers.0.mlp.down_proj.weight", "model.layers.1.mlp.down_proj.weight"}
+    folder = Path(__file__).resolve().parents[1] / "configs" / "unlearn"
+    canonical = build_recipe(None, str(folder / "rmu-canonical.yaml"), [])
+    assert yaml.safe_load((folder / "rmu-canonical.yaml").read_text()) == canonical.as_dict()
+    assert (canonical.params.update, canonical.params.layer, canonical.learning_rate) == ("canonical", 7, 5e-5)
+    with pytest.raises(UserError, match="params.update"):
+        build_recipe("rmu", None, ["params.update=some"])
+
+
 class FixedBatch:
     def __init__(self, batch):
         self.fixed = batch

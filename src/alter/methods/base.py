@@ -88,20 +88,22 @@ class Method:
 
 
 def loss_method(name: str, summary: str, params: type, loss: Callable, needs_reference: bool = False,
-                **options) -> Method:
+                trainable: Callable | None = None, **options) -> Method:
     """A method defined by one loss `(model, batch, params, reference) -> (loss, logs)`, trained in one phase on all
-    weights or, with the recipe's LoRA, on a peft adapter."""
-    return Method(name, summary, params, partial(_prepare_loss, loss, needs_reference), **options)
+    weights, on the weights `trainable(model, params)` picks (None: all), or, with the recipe's LoRA, on a peft
+    adapter."""
+    return Method(name, summary, params, partial(_prepare_loss, loss, needs_reference, trainable), **options)
 
 
-def _prepare_loss(loss: Callable, needs_reference: bool, setup: Setup) -> Plan:
+def _prepare_loss(loss: Callable, needs_reference: bool, pick: Callable | None, setup: Setup) -> Plan:
     model = setup.model
     if setup.lora.enabled:
         model = attach_lora(model, setup.lora.rank, setup.lora.alpha)
     reference = None
     if needs_reference or getattr(setup.params, "retain_loss", "nll") == "kl":
         reference = Reference(model, adapter_based=setup.lora.enabled)
-    trainable = [p for p in model.parameters() if p.requires_grad]
+    chosen = pick(model, setup.params) if pick is not None and not setup.lora.enabled else None
+    trainable = chosen or [p for p in model.parameters() if p.requires_grad]
     phase = Phase("unlearn", lambda m, b: loss(m, b, setup.params, reference),
                   [{"params": trainable, "lr": setup.learning_rate}])
 

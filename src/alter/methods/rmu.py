@@ -1,7 +1,11 @@
 """RMU, representation misdirection (Li et al., 2024, WMDP). At one middle layer, push forget-answer activations
 towards a fixed random direction scaled by `steering_coeff`, and keep retain activations at the frozen model's:
 loss = mean ||h(forget) - c u||^2 + alpha * mean ||h(retain) - h_ref(retain)||^2 (per hidden unit).
-Literature defaults (Zephyr-7B): c = 6.5, alpha = 1200; c should grow with the model's activation norm."""
+Literature defaults (Zephyr-7B): c = 6.5, alpha = 1200; c should grow with the model's activation norm.
+
+`update`: 'all' trains every weight; 'canonical' trains only the MLP output projections of the steered layer and
+the two before it, as WMDP's reference implementation does (layer 7 of Zephyr's 32, learning rate 5e-5:
+`configs/unlearn/rmu-canonical.yaml`)."""
 
 from dataclasses import dataclass
 
@@ -9,6 +13,7 @@ import torch
 
 from alter.data.formatting import IGNORE_INDEX
 from alter.methods.base import loss_method, forward
+from alter.models.families import mlp_output
 
 _DIRECTIONS: dict[tuple, torch.Tensor] = {}
 
@@ -19,6 +24,11 @@ class RMUParams:
     steering_coeff: float = 6.5
     alpha: float = 1200.0
     seed: int = 0
+    update: str = "all"  # 'all' weights, or 'canonical': MLP output projections of layers layer-2..layer
+
+    def __post_init__(self):
+        if self.update not in ("all", "canonical"):
+            raise ValueError(f"params.update: expected 'all' or 'canonical', got {self.update!r}")
 
 
 def _layer_index(model, layer: int) -> int:
@@ -33,6 +43,14 @@ def random_direction(hidden: int, seed: int, device) -> torch.Tensor:
         u = torch.rand(hidden, generator=generator)
         _DIRECTIONS[key] = (u / u.norm()).to(device)
     return _DIRECTIONS[key]
+
+
+def canonical_weights(model, params: RMUParams) -> list | None:
+    """'canonical': the MLP output projections of the steered layer and the two before it; 'all': None."""
+    if params.update == "all":
+        return None
+    layer = _layer_index(model, params.layer)
+    return [p for index in range(max(0, layer - 2), layer + 1) for p in mlp_output(model, index).parameters()]
 
 
 def _hidden(output, index: int) -> torch.Tensor:
@@ -56,4 +74,4 @@ def loss(model, batch, params, reference):
 
 
 METHOD = loss_method("rmu", "steer a middle layer's forget activations to a scaled random direction, keep retain ones",
-                     RMUParams, loss, needs_reference=True)
+                     RMUParams, loss, needs_reference=True, trainable=canonical_weights)

@@ -20,6 +20,8 @@ TARGET_NAMES = {
     "gpt2": ("c_attn", "c_proj", "c_fc"),  # transformers' Conv1D, weight stored transposed
     "gpt_neox": ("query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"),
 }
+# The MLP's output projection inside a decoder block (RMU's canonical update), by `config.model_type`.
+MLP_OUTPUT = {"phi": "mlp.fc2", "gpt2": "mlp.c_proj", "gpt_neox": "mlp.dense_4h_to_h"}
 TESTED_FAMILIES = ("llama", "qwen2", "mistral", "gemma", "phi3", "gpt2", "gpt_neox")
 
 
@@ -44,6 +46,15 @@ def decoder_layers(model: nn.Module) -> nn.ModuleList:
         if isinstance(module, nn.ModuleList) and len(module) == count:
             return module
     raise UserError(f"model family {family(model)!r}: cannot find its {count} decoder layers")
+
+
+def mlp_output(model: nn.Module, layer: int) -> nn.Module:
+    """The MLP output projection of decoder block `layer` (down_proj in the Llama families)."""
+    path = MLP_OUTPUT.get(family(model), "mlp.down_proj")
+    try:
+        return decoder_layers(model)[layer].get_submodule(path)
+    except AttributeError:
+        raise UserError(f"model family {family(model)!r}: decoder layer {layer} has no {path}") from None
 
 
 def linear_features(module: nn.Module) -> tuple[int, int] | None:
