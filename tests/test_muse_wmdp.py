@@ -138,7 +138,23 @@ def test_the_generated_muse_world(tmp_path):
     for qa in files["knowmem/forget_qa"]:
         assert any(qa["answer"] in text for text in forget)
     assert not {q["question"] for q in files["knowmem/forget_qa_icl"]} & {q["question"] for q in files["knowmem/forget_qa"]}
+    for pair in files["verbmem/forget"]:  # each forget item names the request that holds its article
+        assert any(text.startswith(pair["prompt"]) for text in requests[pair["request"] - 1])
+    for qa in files["knowmem/forget_qa"]:
+        assert qa["question"] in {q["question"] for q in files[f"knowmem/forget_request{qa['request']}_qa"]}
     assert build_muse_world(MuseWorldSpec(articles=20, holdout=8, requests=2, seed=3)) == files
+
+
+def test_per_request_rouge_is_the_mean_over_that_requests_items():
+    from alter.evaluation.suites.muse import per_request
+
+    def items(pairs):
+        return {"items": {str(i): {"rouge_f1": f, **({"request": r} if r else {})} for i, (f, r) in enumerate(pairs)}}
+
+    log = {"forget_verbmem": items([(0.2, 1), (0.6, 2), (0.4, 1)]), "forget_knowmem": items([(1.0, 2), (0.0, 2)])}
+    assert per_request(log) == pytest.approx({"forget_request1_verbmem_ROUGE": 0.3, "forget_request2_verbmem_ROUGE": 0.6,
+                                              "forget_request2_knowmem_ROUGE": 0.5})
+    assert per_request({"forget_verbmem": items([(0.5, None)]), "forget_knowmem": items([(0.5, None)])}) == {}
 
 
 def test_bad_muse_and_wmdp_input_is_one_line(tmp_path):

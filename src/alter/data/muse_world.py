@@ -172,8 +172,10 @@ def build_muse_world(spec: MuseWorldSpec) -> dict[str, list]:
         "full": [{"text": t} for t in texts(forget + retain)], "retain": [{"text": t} for t in texts(retain)],
         "forget": [{"text": t} for t in texts(forget)], "holdout": [{"text": t} for t in texts(holdout)],
         "raw/forget": texts(forget), "raw/retain1": texts(retain), "raw/holdout": texts(holdout),
-        "verbmem/forget": [_verbatim(text) for text in texts(forget)],
-        "knowmem/forget_qa": qa(forget), "knowmem/retain2_qa": qa(retain[: len(forget)]),
+        "verbmem/forget": [{**_verbatim(text), "request": index % spec.requests + 1}
+                           for index, text in enumerate(texts(forget))],
+        "knowmem/forget_qa": [{**row, "request": index % spec.requests + 1}
+                              for index, article in enumerate(forget) for row in qa([article])], "knowmem/retain2_qa": qa(retain[: len(forget)]),
         "knowmem/forget_qa_icl": qa(holdout)[:10], "knowmem/retain2_qa_icl": qa(holdout)[10:20] or qa(holdout)[:10],
         "privleak/forget": texts(forget), "privleak/holdout": texts(holdout),
         "privleak/retain2": texts(retain[: len(forget)]),

@@ -7,6 +7,8 @@ knowledge memorisation of forget and retain facts, and privacy leakage against t
 - MIA AUCs of the privleak forget texts (members) against the holdout texts, and `privleak` = (s - s_ref) / s_ref
   * 100 with s = 1 - AUC of Min-K% (k = 0.4) and the retrain model's log as reference.
 Prompts are plain text (no chat template), as MUSE evaluates. Texts are scored up to `max_text_tokens` tokens.
+Where forget items name the sequential request they belong to (`request`, as in a generated world), the summary also
+has `forget_request{k}_verbmem_ROUGE` and `forget_request{k}_knowmem_ROUGE` per request k.
 """
 
 from __future__ import annotations
@@ -67,12 +69,27 @@ def datasets(options: dict, tokenizer) -> list[DatasetSpec]:
 
 def _verbmem_item(row: dict, outputs: Outputs) -> dict:
     return {"prompt_end": row["prompt"][-80:], "gt": row["gt"], "generation": outputs.generation,
-            "rouge_f1": rouge_l(outputs.generation, row["gt"])["f1"]}
+            "rouge_f1": rouge_l(outputs.generation, row["gt"])["f1"], **_request(row)}
 
 
 def _knowmem_item(row: dict, outputs: Outputs) -> dict:
     return {"question": row["question"], "answer": row["answer"], "generation": outputs.generation,
-            "rouge_f1": rouge_l(outputs.generation, row["answer"])["f1"]}
+            "rouge_f1": rouge_l(outputs.generation, row["answer"])["f1"], **_request(row)}
+
+
+def _request(row: dict) -> dict:
+    return {"request": row["request"]} if isinstance(row.get("request"), int) else {}
+
+
+def per_request(log: dict) -> dict:
+    """Mean ROUGE-L F1 of the forget items of each sequential request, where items name one."""
+    summary = {}
+    for kind in ("verbmem", "knowmem"):
+        items = [i for i in log[f"forget_{kind}"]["items"].values() if "request" in i]
+        for request in sorted({i["request"] for i in items}):
+            summary[f"forget_request{request}_{kind}_ROUGE"] = float(np.mean(
+                [i["rouge_f1"] for i in items if i["request"] == request]))
+    return summary
 
 
 def _privleak_item(row: dict, outputs: Outputs) -> dict:
@@ -95,6 +112,7 @@ def summarize(log: dict, reference: dict | None = None) -> tuple[dict, list[str]
                      "forget_knowmem_ROUGE": _mean(log, "forget_knowmem", "rouge_f1"),
                      "retain_knowmem_ROUGE": _mean(log, "retain_knowmem", "rouge_f1") if "retain_knowmem" in log else None}
     notes = [] if "retain_knowmem" in log else ["no knowmem/retain2_qa in the data: retain_knowmem_ROUGE skipped"]
+    summary.update(per_request(log))
     for attack in ("loss", "zlib", "min_k", "min_k_plus_plus"):
         summary[f"mia_{attack}"] = attack_auc(log, attack)
     summary["privleak"] = None
