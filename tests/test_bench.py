@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -94,3 +95,44 @@ def test_bench_refuses_a_forget_split_absent_from_the_data(tmp_path):
                    "--out", tmp_path / "b", "--cache", tmp_path / "cache", check=False)
     assert result.returncode == 2 and "forget50" in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "cache").exists() and not (tmp_path / "b").exists()
+
+
+def test_muse_bench_runs_the_scalability_and_sustainability_protocols(tmp_path):
+    world = tmp_path / "world"
+    alter("world", "muse", "--out", world, "--articles", "12", "--holdout", "6", "--requests", "2")
+    alter("bench", "muse", "--model", "tiny", "--data", world, "--cache", tmp_path / "cache", *QUICK, "--limit", "4",
+          "--methods", "npo=npo:train.max_steps=2,alter=alter:train.max_steps=2", "--out", tmp_path / "bench")
+    bench = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    rows = bench["rows"]
+    assert {name: rows[name]["protocol"] for name in ("npo", "npo@upto1", "npo@seq2", "alter@seq2-without1")} == \
+        {"npo": "forget", "npo@upto1": "scalability", "npo@seq2": "sustainability",
+         "alter@seq2-without1": "sustainability"}
+    assert "alter-paper@seq1" not in rows  # its layer routers cannot take a request's heads
+    assert rows["alter@seq1"]["run_dir"] == rows["alter@upto1"]["run_dir"]  # request 1 alone is upto1's run
+    configs = {name: json.loads((Path(rows[name]["run_dir"]) / "alter_config.json").read_text())["config"]
+               for name in ("alter@seq2", "alter@seq2-without1")}
+    assert configs["alter@seq2"]["head_requests"][-1] == 2 and 1 in configs["alter@seq2"]["head_requests"]
+    assert set(configs["alter@seq2-without1"]["head_requests"]) == {2}
+    npo_seq2 = json.loads((Path(rows["npo@seq2"]["run_dir"]) / "manifest.json").read_text())
+    assert Path(npo_seq2["base_model"]) == Path(rows["npo@seq1"]["run_dir"])  # continues from request 1's model
+    for key in ("forget_verbmem_ROUGE", "forget_knowmem_ROUGE", "retain_knowmem_ROUGE", "privleak"):
+        assert key in rows["npo"]
+    table = (tmp_path / "bench" / "bench.md").read_text()
+    assert "Scalability" in table and "Sustainability" in table and "| alter@seq2-without1 |" in table
+    alter("report", tmp_path / "bench")
+    assert "forget KnowMem ROUGE" in (tmp_path / "bench" / "report.html").read_text()
+
+
+def test_wmdp_bench_scores_both_domains_with_canonical_rmu(tmp_path):
+    world = tmp_path / "world"
+    alter("world", "wmdp", "--out", world, "--entities", "10")
+    alter("bench", "wmdp", "--model", "tiny", "--data", world, "--cache", tmp_path / "cache", *QUICK, "--limit", "8",
+          "--methods", "rmu-c=rmu:params.update=canonical:params.layer=1:train.max_steps=2", "--out", tmp_path / "bench")
+    rows = json.loads((tmp_path / "bench" / "bench.json").read_text())["rows"]
+    assert set(rows) == {"rmu-c", "target", "retain"}
+    assert all(0 <= rows[name]["hazardous_accuracy"] <= 1 and rows[name]["general_chance"] == 0.25 for name in rows)
+    assert rows["rmu-c"]["trainable_parameters"] < rows["target"]["trainable_parameters"] / 4
+    assert "| rmu-c |" in (tmp_path / "bench" / "bench.md").read_text()
+    bad = alter("bench", "muse", "--model", "tiny", "--data", world, "--protocols", "forget,later",
+                "--out", tmp_path / "b2", "--cache", tmp_path / "cache", check=False)
+    assert bad.returncode == 2 and "--protocols" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

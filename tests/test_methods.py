@@ -207,6 +207,7 @@ def test_two_steps_move_the_forget_loss_the_intended_way(name, tiny_runs, small_
 
 def test_canonical_rmu_trains_only_the_mlp_output_projections_up_to_the_steered_layer(tiny_runs, small_world):
     from alter.methods.base import LoraChoice, Setup
+    from alter.methods.rmu import canonical_overrides
 
     model, source = tiny_batches(tiny_runs, small_world)
     params = build_recipe("rmu", None, ["params.update=canonical", "params.layer=1"]).params
@@ -218,6 +219,7 @@ def test_canonical_rmu_trains_only_the_mlp_output_projections_up_to_the_steered_
     canonical = build_recipe(None, str(folder / "rmu-canonical.yaml"), [])
     assert yaml.safe_load((folder / "rmu-canonical.yaml").read_text()) == canonical.as_dict()
     assert (canonical.params.update, canonical.params.layer, canonical.learning_rate) == ("canonical", 7, 5e-5)
+    assert canonical.as_dict() == build_recipe("rmu", None, canonical_overrides()).as_dict()
     with pytest.raises(UserError, match="params.update"):
         build_recipe("rmu", None, ["params.update=some"])
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,18 +25,18 @@ PERTURBED_FIELDS = ("question", "answer", "paraphrased_answer", "perturbed_answe
 GENERAL_FIELDS = ("question", "answer", "perturbed_answer")
 HUB_ID = "locuslab/TOFU"
 
-# Which fields each kind of split must have (checked on every item).
+# Which fields each kind of split must have (checked on every item), by a pattern of its name.
 REQUIRED_FIELDS = {
-    "forget": PERTURBED_FIELDS,
-    "retain_perturbed": PERTURBED_FIELDS,
-    "real_authors": GENERAL_FIELDS,
-    "world_facts": GENERAL_FIELDS,
+    r"forget\d+(_perturbed)?": PERTURBED_FIELDS,  # TOFU's forget01, forget05_perturbed...
+    r"retain_perturbed": PERTURBED_FIELDS,
+    r"real_authors.*": GENERAL_FIELDS,
+    r"world_facts.*": GENERAL_FIELDS,
 }
 
 
 def required_fields(split: str) -> tuple[str, ...]:
-    for prefix, fields in REQUIRED_FIELDS.items():
-        if split.startswith(prefix):
+    for pattern, fields in REQUIRED_FIELDS.items():
+        if re.fullmatch(pattern, split):
             return fields
     return QA_FIELDS
 

@@ -45,6 +45,12 @@ def random_direction(hidden: int, seed: int, device) -> torch.Tensor:
     return _DIRECTIONS[key]
 
 
+def canonical_overrides() -> list[str]:
+    """The recipe overrides of WMDP's reference setting (`rmu-canonical` in benches,
+    configs/unlearn/rmu-canonical.yaml)."""
+    return ["params.update=canonical", "params.layer=7", "train.learning_rate=5e-5"]
+
+
 def canonical_weights(model, params: RMUParams) -> list | None:
     """'canonical': the MLP output projections of the steered layer and the two before it; 'all': None."""
     if params.update == "all":

@@ -23,10 +23,12 @@ def model_utility(summary: dict[str, float]) -> float:
 FORGOT_MIN_DROP = 0.02  # below this fall of the forget answers' mean probability, a run is said to have moved nothing
 
 
-def forgetting_verdict(before: float, after: float, where: str = "") -> tuple[bool, str]:
-    """Whether an unlearning run moved its forget answers, and one line saying so; `where` names the items measured."""
+def forgetting_verdict(before: float, after: float, where: str = "",
+                       what: str = "forget answers' probability") -> tuple[bool, str]:
+    """Whether an unlearning run moved its forget answers, and one line saying so; `where` names the items measured,
+    `what` the measure."""
     moved = before - after >= FORGOT_MIN_DROP
-    change = f"forget answers' probability{where} {before:.3f} -> {after:.3f}"
+    change = f"{what}{where} {before:.3f} -> {after:.3f}"
     if moved:
         return True, change
     return False, (f"nothing was forgotten: {change} (a fall under {FORGOT_MIN_DROP}); raise the learning rate or "

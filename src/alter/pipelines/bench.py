@@ -1,5 +1,5 @@
-"""`alter bench tofu`: methods side by side, on one data folder or on several generated worlds, each unlearning run
-repeated over seeds, everything evaluated against the retain model of its world.
+"""`alter bench tofu|muse|wmdp`: methods side by side, on one data folder or on several generated worlds, each
+unlearning run repeated over seeds, everything evaluated against the retain model of its world.
 
 Units: a (world, seed) pair. Per world, the target (on `full`) and retain (on `retainXX`) models and their
 evaluations are built once and cached in `--cache`, shared by every bench. Per unit, each variant unlearns from the
@@ -7,6 +7,13 @@ world's target in a fresh process and is evaluated. Every step folder carries `b
 its output depends on; a step finished under the same key is reused, an unfinished one resumes, one made under
 another key is recomputed. `bench.json` keeps every unit's row; `bench.md` shows the mean and a 95% interval over
 units, and how much of each method's forgetting comes back under each out-of-sample probe ("undone").
+
+MUSE adds two protocols over a world's disjoint forget requests 1..R (`forget_requestK`, `forget_uptoK`):
+- scalability: each method forgets the growing sets `forget_upto1` .. `forget_upto{R-1}` from the target (the whole
+  forget set is the main row);
+- sustainability: request k starts from the result of request k-1. ALTER adds heads for each request
+  (`params.extend`); the bench then removes request 1's heads from the last adapter (`alter requests --remove`), to
+  show what comes back.
 """
 
 from __future__ import annotations
@@ -23,7 +30,9 @@ import numpy as np
 from scipy import stats
 
 from alter import __version__
+from alter.data.muse_world import MuseWorldSpec, write_muse_world
 from alter.data.splits import retain_split_for
+from alter.data.wmdp_world import WmdpWorldSpec, write_wmdp_world
 from alter.data.world import WorldSpec, write_world
 from alter.errors import UserError
 from alter.evaluation.probes import FAMILIES
@@ -31,14 +40,17 @@ from alter.evaluation.suites import get_suite
 from alter.io import write_json, write_text
 from alter.methods import get_method
 from alter.methods.alter.params import paper_overrides
+from alter.methods.rmu import canonical_overrides
 from alter.pipelines.isolated import run_isolated
 from alter.pipelines.progress import Progress
 
 KEY_FILE = "bench_key.txt"
 BUILT_IN_MODELS = ("tiny", "smollm2")
-ROW_KEYS = ("forget_quality", "model_utility", "forget_nll", "retain_nll", "forget_Q_A_Prob", "forget_Q_A_ROUGE",
-            "retain_Q_A_Prob", "retain_Q_A_ROUGE", "privleak")
+TOFU_ROW_KEYS = ("forget_quality", "model_utility", "forget_nll", "retain_nll", "forget_Q_A_Prob", "forget_Q_A_ROUGE",
+                 "retain_Q_A_Prob", "retain_Q_A_ROUGE", "privleak")
 PAPER_VARIANT = "alter-paper"
+NAMED_VARIANTS = {PAPER_VARIANT: ("alter", paper_overrides), "rmu-canonical": ("rmu", canonical_overrides)}
+PROTOCOLS = ("forget", "scalability", "sustainability")
 
 
 @dataclass
@@ -49,9 +61,11 @@ class Variant:
 
     @classmethod
     def parse(cls, text: str) -> "Variant":
-        """`npo`, `npo+lora`, `alter-paper`, or `name=method:key=value:...` (e.g. alter-q15=alter:params.q=1.5)."""
-        if text == PAPER_VARIANT:
-            return cls(PAPER_VARIANT, "alter", paper_overrides())
+        """`npo`, `npo+lora`, `alter-paper`, `rmu-canonical`, or `name=method:key=value:...` (e.g.
+        alter-q15=alter:params.q=1.5)."""
+        if text in NAMED_VARIANTS:
+            method, overrides = NAMED_VARIANTS[text]
+            return cls(text, method, overrides())
         name, _, spec = text.partition("=") if "=" in text.split(":")[0] else (text, "", text)
         method, *overrides = spec.split(":")
         if method.endswith("+lora"):
@@ -82,16 +96,27 @@ class BenchPlan:
     finetune_options: dict = field(default_factory=dict)  # epochs, learning_rate, batch_size, max_steps
     eval_settings: dict = field(default_factory=dict)  # EvalSettings fields
     audit: bool = False  # also run `alter audit` on every unlearned model
+    suite: str = "tofu"  # tofu, muse or wmdp
+    protocols: tuple[str, ...] = ("forget",)  # MUSE: also scalability, sustainability
+
+    @property
+    def retain_split(self) -> str:
+        return retain_split_for(self.forget_split) if self.suite == "tofu" else "retain"
 
 
-def generated_worlds(out: Path, count: int, authors: int, tuning: bool) -> list[World]:
+WORLD_WRITERS = {"tofu": lambda seed, size, folder: write_world(WorldSpec(authors=size, seed=seed), folder),
+                 "muse": lambda seed, size, folder: write_muse_world(MuseWorldSpec(seed=seed), folder),
+                 "wmdp": lambda seed, size, folder: write_wmdp_world(WmdpWorldSpec(seed=seed), folder)}
+
+
+def generated_worlds(out: Path, count: int, authors: int, tuning: bool, suite: str = "tofu") -> list[World]:
     """Worlds of seeds 1..count (held out), plus seed 0 (the tuning world) when asked; written once."""
     seeds = ([0] if tuning else []) + list(range(1, count + 1))
     worlds = []
     for seed in seeds:
         folder = out / "worlds" / f"seed-{seed}"
         if not (folder / "full.json").is_file():
-            write_world(WorldSpec(authors=authors, seed=seed), folder)
+            WORLD_WRITERS[suite](seed, authors, folder)
         worlds.append(World(f"seed-{seed}", str(folder), tuning=seed == 0))
     return worlds
 
@@ -148,8 +173,8 @@ def run_step(folder: Path, key: str, done_file: str, function: str, progress: "P
 
 
 def run_bench(plan: BenchPlan) -> dict:
-    suite = get_suite("tofu")
-    runs = len(plan.worlds) * len(plan.seeds) * len(plan.variants)
+    suite = get_suite(plan.suite)
+    runs = len(plan.worlds) * len(plan.seeds) * len(plan.variants) * _runs_per_variant(plan)
     progress = Progress(plan.model, plan.precision, Counter(
         finetune_step=2 * len(plan.worlds), eval_step=2 * len(plan.worlds) + runs, unlearn_step=runs,
         audit_step=runs if plan.audit else 0))
@@ -159,15 +184,19 @@ def run_bench(plan: BenchPlan) -> dict:
         references[world.name] = _references(plan, world, suite, progress)
         for seed in plan.seeds:
             for variant in plan.variants:
-                units.append({"world": world.name, "tuning": world.tuning, "seed": seed, "run": variant.name,
-                              **_run_variant(plan, world, variant, seed, references[world.name], suite, progress)})
+                unit = {"world": world.name, "tuning": world.tuning, "seed": seed}
+                row = _run_variant(plan, world, variant, seed, references[world.name], suite, progress)
+                units.append({**unit, "run": variant.name, "protocol": "forget", **row})
+                units.extend({**unit, **extra} for extra in _muse_protocols(plan, world, variant, seed,
+                                                                            references[world.name], suite, progress))
     for world in plan.worlds:
         for name in ("target", "retain"):
             units.append({"world": world.name, "tuning": world.tuning, "seed": None, "run": name,
-                          **references[world.name][name]})
-    _add_undone(units)
-    bench = {"suite": "tofu", "model": plan.model, "forget_split": plan.forget_split, "precision": plan.precision,
-             "seeds": plan.seeds, "worlds": [vars(world) for world in plan.worlds],
+                          "protocol": "forget", **references[world.name][name]})
+    if plan.suite == "tofu":
+        _add_undone(units)
+    bench = {"suite": plan.suite, "model": plan.model, "forget_split": plan.forget_split, "precision": plan.precision,
+             "seeds": plan.seeds, "worlds": [vars(world) for world in plan.worlds], "protocols": list(plan.protocols),
              "variants": [vars(variant) for variant in plan.variants], "units": units,
              "rows": aggregate_rows(units, tuning=False) or aggregate_rows(units, tuning=True),
              "tuning_rows": aggregate_rows(units, tuning=True) if any(w.tuning for w in plan.worlds) else None}
@@ -177,11 +206,88 @@ def run_bench(plan: BenchPlan) -> dict:
     return bench
 
 
+def world_requests(world: World) -> int:
+    """How many sequential forget requests a MUSE world holds (`forget_request1`, `forget_request2`, ...)."""
+    count = 0
+    while (Path(world.data) / f"forget_request{count + 1}.json").is_file():
+        count += 1
+    return count
+
+
+def _runs_per_variant(plan: BenchPlan) -> int:
+    if plan.suite != "muse":
+        return 1
+    requests = world_requests(plan.worlds[0])
+    return 1 + ("scalability" in plan.protocols) * max(0, requests - 1) + ("sustainability" in plan.protocols) * requests
+
+
+def _muse_protocols(plan: BenchPlan, world: World, variant: Variant, seed: int, reference: dict, suite,
+                    progress: Progress) -> list[dict]:
+    """Scalability and sustainability rows of one variant (MUSE only): each row names its protocol and how many
+    requests it has forgotten."""
+    if plan.suite != "muse":
+        return []
+    requests = world_requests(world)
+    rows = []
+    if "scalability" in plan.protocols:
+        for upto in range(1, requests):
+            row = _run_variant(plan, world, variant, seed, reference, suite, progress, f"forget_upto{upto}",
+                               f"{variant.name}@upto{upto}")
+            rows.append({"run": f"{variant.name}@upto{upto}", "protocol": "scalability", "requests": upto, **row})
+    if "sustainability" in plan.protocols:
+        rows.extend(_sequential(plan, world, variant, seed, reference, suite, progress, requests))
+    return rows
+
+
+def _sequential(plan: BenchPlan, world: World, variant: Variant, seed: int, reference: dict, suite,
+                progress: Progress, requests: int) -> list[dict]:
+    """Requests 1..R in turn, each from the previous result; for ALTER, then the last adapter without request 1."""
+    is_alter = variant.method == "alter"
+    if is_alter and _recipe(plan, variant, seed)["params"]["router"] != "content":
+        print(f"bench: {variant.name}: sequential requests need router 'content'; its sustainability rows are skipped",
+              flush=True)
+        return []
+    rows, previous = [], None
+    for request in range(1, requests + 1):
+        split = "forget_upto1" if request == 1 else f"forget_request{request}"  # request 1 alone = upto1's run
+        row = _run_variant(plan, world, variant, seed, reference, suite, progress, split,
+                           f"{variant.name}@upto1" if request == 1 else f"{variant.name}@request{request}", previous)
+        if not is_alter and row["output"] == "adapter":
+            raise UserError(f"--methods {variant.name}: sequential requests continue from a full model; its output is "
+                            "an adapter (drop +lora, or leave out the sustainability protocol)")
+        rows.append({"run": f"{variant.name}@seq{request}", "protocol": "sustainability", "requests": request, **row})
+        previous = row["run_dir"]
+    if is_alter and requests > 1:
+        rows.append(_without_first_request(plan, world, variant, seed, reference, suite, progress, previous, requests))
+    return rows
+
+
+def _without_first_request(plan: BenchPlan, world: World, variant: Variant, seed: int, reference: dict, suite,
+                           progress: Progress, adapter: str, requests: int) -> dict:
+    from alter.adapters.model import remove_request
+
+    folder = plan.out / "runs" / world.name / f"seed-{seed}" / f"{variant.name}@seq{requests}-without1"
+    key = fingerprint("remove", folder_fingerprint(adapter), 1)
+    if not is_done(folder, key, "alter_config.json"):
+        shutil.rmtree(folder, ignore_errors=True)
+        remove_request(Path(adapter), 1, folder)
+        shutil.copy(Path(adapter) / "manifest.json", folder / "manifest.json")
+        write_text(folder / KEY_FILE, key)
+    evaluation = plan.out / "eval" / world.name / f"seed-{seed}" / folder.name
+    _evaluate(plan, world, suite, evaluation, fingerprint(key, suite.version, _eval_options(plan, world),
+                                                          _eval_settings(plan)),
+              reference["target_dir"], str(folder), reference["retain_log"], progress)
+    return {"run": f"{variant.name}@seq{requests}-without1", "protocol": "sustainability", "requests": requests,
+            "removed_request": 1, **_row(evaluation, folder, suite)}
+
+
 def _eval_settings(plan: BenchPlan) -> dict:
     return {"precision": plan.precision, **plan.eval_settings}
 
 
 def _eval_options(plan: BenchPlan, world: World) -> dict:
+    if plan.suite != "tofu":
+        return {"data": world.data}
     return {"data": world.data, "forget_split": plan.forget_split, "probes": plan.probes}
 
 
@@ -190,7 +296,7 @@ def _references(plan: BenchPlan, world: World, suite, progress: Progress) -> dic
     data_key = folder_fingerprint(world.data)
     model_key = folder_fingerprint(plan.model)
     models, keys = {}, {}
-    for name, split in (("target", "full"), ("retain", retain_split_for(plan.forget_split))):
+    for name, split in (("target", "full"), ("retain", plan.retain_split)):
         keys[name] = fingerprint("finetune", model_key, data_key, split, plan.precision, plan.finetune_options)
         models[name] = plan.cache / f"{name}-{keys[name]}"
         run_step(models[name], keys[name], "manifest.json", "alter.pipelines.steps:finetune_step", progress,
@@ -230,26 +336,43 @@ def _evaluate(plan: BenchPlan, world: World, suite, folder: Path, key: str, mode
              reference=reference)
 
 
-def _run_variant(plan: BenchPlan, world: World, variant: Variant, seed: int, reference: dict, suite,
-                 progress: Progress) -> dict:
-    run_dir = plan.out / "runs" / world.name / f"seed-{seed}" / variant.name
-    overrides = [*variant.overrides, f"train.precision={plan.precision}", f"train.seed={seed}"]
+def _recipe(plan: BenchPlan, variant: Variant, seed: int, extra: list[str] = ()) -> dict:
+    """The effective recipe of a variant's run, defaults included."""
     from alter.training.recipe import build_recipe
 
-    recipe = build_recipe(variant.method, None, overrides).as_dict()  # the effective recipe, defaults included
-    run_key = fingerprint("unlearn", reference["target_key"], recipe)
+    overrides = [*variant.overrides, f"train.precision={plan.precision}", f"train.seed={seed}", *extra]
+    return build_recipe(variant.method, None, overrides).as_dict()
+
+
+def _run_variant(plan: BenchPlan, world: World, variant: Variant, seed: int, reference: dict, suite,
+                 progress: Progress, forget_split: str | None = None, name: str | None = None,
+                 previous: str | None = None) -> dict:
+    """One unlearning run of `variant` on `forget_split` (default: the bench's) from the world's target, and its
+    evaluation. After a `previous` run (sequential requests), ALTER extends that run's adapter and any other method
+    starts from that run's model."""
+    forget_split = forget_split or plan.forget_split
+    name = name or (variant.name if forget_split == plan.forget_split else f"{variant.name}@{forget_split}")
+    run_dir = plan.out / "runs" / world.name / f"seed-{seed}" / name
+    extends = previous is not None and variant.method == "alter"
+    start = previous if previous is not None and not extends else None
+    extra = [f"params.extend={previous}"] if extends else []
+    overrides = [*variant.overrides, f"train.precision={plan.precision}", f"train.seed={seed}", *extra]
+    start_key = fingerprint(reference["target_key"], folder_fingerprint(previous)) if previous \
+        else reference["target_key"]
+    run_key = fingerprint("unlearn", start_key, _recipe(plan, variant, seed, extra),
+                          *([forget_split] if forget_split != plan.forget_split else []))
     run_step(run_dir, run_key, "manifest.json", "alter.pipelines.steps:unlearn_step", progress,
-             model=reference["target_dir"],
-             data=world.data, forget_split=plan.forget_split, retain_split=retain_split_for(plan.forget_split),
+             model=start or reference["target_dir"],
+             data=world.data, forget_split=forget_split, retain_split=plan.retain_split,
              method=variant.method, overrides=overrides, out=str(run_dir))
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    folder = plan.out / "eval" / world.name / f"seed-{seed}" / variant.name
+    folder = plan.out / "eval" / world.name / f"seed-{seed}" / name
     adapter = str(run_dir) if manifest["output"] == "adapter" else None
-    model = reference["target_dir"] if adapter else str(run_dir)
+    model = (start or reference["target_dir"]) if adapter else str(run_dir)
     _evaluate(plan, world, suite, folder, fingerprint(run_key, suite.version, _eval_options(plan, world),
                                                       _eval_settings(plan)),
               model, adapter, reference["retain_log"], progress)
-    row = {**_row(folder, run_dir, suite), "overrides": variant.overrides}
+    row = {**_row(folder, run_dir, suite), "overrides": variant.overrides, "output": manifest["output"]}
     if plan.audit:
         row.update(_audit(plan, world, variant, seed, run_key, model, adapter, reference, progress))
     return row
@@ -273,7 +396,7 @@ def _row(eval_folder: Path, run_dir: Path, suite) -> dict:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     row = {key: value for key, value in summary.items() if key not in ("notes", "machine")}
     log = json.loads((eval_folder / suite.log_file).read_text())
-    for subset in ("forget", "retain"):  # mean answer NLL: the quantity every method's loss moves
+    for subset in ("forget", "retain") if suite.name == "tofu" else ():  # mean answer NLL: what every loss moves
         row[f"{subset}_nll"] = float(np.mean([item["nll"] for item in log[subset]["items"].values()]))
     row.update(method=manifest.get("method", manifest.get("kind")), wall_seconds=manifest["wall_seconds"],
                peak_memory_mb=manifest["peak_memory_mb"], tokens_per_second=manifest["tokens_per_second"],
@@ -281,7 +404,7 @@ def _row(eval_folder: Path, run_dir: Path, suite) -> dict:
                run_dir=str(run_dir), eval_dir=str(eval_folder), machine=manifest.get("machine"))
     if "alter" in manifest:
         facts = manifest["alter"]
-        row.update(high_entropy_fraction=facts["high_entropy_fraction"], forget_heads=facts["clustering"]["heads"],
+        row.update(high_entropy_fraction=facts.get("high_entropy_fraction"), forget_heads=facts["clustering"]["heads"],
                    subdomain_agreement=facts["clustering"].get("agreement_with_subjects"))
     if "verdict" in manifest:
         row["verdict"] = manifest["verdict"]
@@ -329,7 +452,8 @@ def aggregate_rows(units: list[dict], tuning: bool) -> dict:
                    and k != "seed"]
         stats_of = {k: interval([u.get(k) for u in mine]) for k in numeric}
         rows[name] = {**{k: v["mean"] for k, v in stats_of.items()}, "intervals": stats_of, "units": len(mine),
-                      **{k: mine[0][k] for k in ("method", "run_dir", "eval_dir", "machine", "verdict") if k in mine[0]}}
+                      **{k: mine[0][k] for k in ("method", "run_dir", "eval_dir", "machine", "verdict", "protocol")
+                         if k in mine[0]}}
     return rows
 
 
@@ -343,7 +467,15 @@ def _cell(row: dict, key: str) -> str:
     return f"{value:.3g}"
 
 
+UTILITY_KEYS = {"tofu": "model_utility", "muse": "retain_knowmem_ROUGE", "wmdp": "general_accuracy"}
+
+
+def row_keys(suite: str) -> tuple[str, ...]:
+    return TOFU_ROW_KEYS if suite == "tofu" else get_suite(suite).table_keys
+
+
 def markdown(bench: dict) -> str:
+    suite = bench.get("suite", "tofu")
     parts = []
     for title, rows in (("held-out worlds" if bench["tuning_rows"] else "", bench["rows"]),
                         ("tuning world (seed 0)", bench["tuning_rows"])):
@@ -352,20 +484,50 @@ def markdown(bench: dict) -> str:
         units = max(row["units"] for row in rows.values())
         parts.append(f"### {title} ({units} units: world x seed; mean ± 95% half-interval)\n" if title or units > 1
                      else "")
-        parts.append(markdown_table(rows))
-        parts.append(undone_table(rows))
-        parts.append(audit_table(rows))
+        main = {name: row for name, row in rows.items() if row.get("protocol", "forget") == "forget"}
+        parts.append(markdown_table(main, suite))
+        parts.append(undone_table(main))
+        parts.append(audit_table(main))
+        parts.append(protocol_table(rows, "scalability"))
+        parts.append(protocol_table(rows, "sustainability"))
     return "\n".join(part for part in parts if part)
 
 
-def markdown_table(rows: dict) -> str:
-    header = ["run", *ROW_KEYS, "trainable", "wall s", "eval s", "peak MB"]
+def markdown_table(rows: dict, suite: str = "tofu") -> str:
+    keys, utility = row_keys(suite), UTILITY_KEYS[suite]
+    reference = rows.get("target", {}).get(utility)
+    header = ["run", *keys, "utility kept", "trainable", "wall s", "eval s", "peak MB"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, row in rows.items():
-        values = [_cell(row, k) for k in ROW_KEYS]
-        lines.append(f"| {name} | " + " | ".join(values) + f" | {row.get('trainable_parameters') or 0:,.0f} | "
+        values = [_cell(row, k) for k in keys]
+        kept = f"{row[utility] / reference:.2f}" if reference and row.get(utility) is not None else "-"
+        lines.append(f"| {name} | " + " | ".join(values) + f" | {kept} | {row.get('trainable_parameters') or 0:,.0f} | "
                      f"{row.get('wall_seconds') or 0:.0f} | {row.get('eval_seconds') or 0:.0f} | "
                      f"{row.get('peak_memory_mb') or 0:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+PROTOCOL_TITLES = {
+    "scalability": "Scalability: each method forgets the first K requests at once, from the target (the main table "
+                   "has all of them)",
+    "sustainability": "Sustainability: request k starts from the result of request k-1; ALTER adds heads per request, "
+                      "and `-without1` is its last adapter with request 1's heads removed"}
+
+
+def protocol_table(rows: dict, protocol: str) -> str:
+    """MUSE's scalability or sustainability rows, with each request's KnowMem ROUGE where the data names requests."""
+    chosen = {name: row for name, row in rows.items() if row.get("protocol") == protocol}
+    if not chosen:
+        return ""
+    per_request = sorted({k for row in chosen.values() for k in row if k.startswith("forget_request")
+                          and k.endswith("_knowmem_ROUGE")})
+    keys = ["requests", *per_request, "forget_knowmem_ROUGE", "forget_verbmem_ROUGE", "retain_knowmem_ROUGE",
+            "privleak"]
+    header = ["run", *[k.removesuffix("_ROUGE").replace("forget_request", "req") for k in keys], "wall s"]
+    lines = [PROTOCOL_TITLES[protocol] + "\n", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, row in {**{n: r for n, r in rows.items() if n in ("target", "retain")}, **chosen}.items():
+        cells = [name, *[_cell(row, k) for k in keys], f"{row.get('wall_seconds') or 0:.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

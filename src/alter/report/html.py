@@ -22,11 +22,16 @@ from alter.report import plots
 
 HEAD_COLORS = ("#8172b3", "#dd8452", "#55a868", "#c44e52", "#937860", "#da8bc3", "#8c8c8c", "#ccb974")
 TOKEN_ITEMS = 4  # forget and retain answers shown token by token, per method
+VERDICT_KEYS = {"tofu": ("forget_Q_A_Prob", "forget answers' probability"),  # what each bench's verdict compares
+                "muse": ("forget_knowmem_ROUGE", "forget KnowMem ROUGE"),
+                "wmdp": ("hazardous_accuracy", "hazardous accuracy")}
 TABLES = {
     "Forgetting (lower is more forgotten, except forget_quality: higher is better)":
-        ("forget_quality", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_nll", "privleak"),
+        ("forget_quality", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_nll", "forget_verbmem_ROUGE",
+         "forget_knowmem_ROUGE", "hazardous_accuracy", "privleak", "mia_min_k"),
     "Keeping (higher is better, except retain_nll)":
-        ("model_utility", "retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_nll"),
+        ("model_utility", "retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_nll", "retain_knowmem_ROUGE",
+         "general_accuracy"),
     "Cost": ("trainable_parameters", "wall_seconds", "eval_seconds", "peak_memory_mb"),
 }
 
@@ -90,10 +95,11 @@ def _bench_data(run_dir: Path) -> ReportData:
     bench = _read(run_dir / "bench.json")
     rows = bench["rows"]
     worlds = len([w for w in bench["worlds"] if not w["tuning"]]) or 1
-    data = ReportData(title=f"Unlearning {bench['forget_split']} from {bench['model']} ({worlds} world"
+    suite = bench.get("suite", "tofu")
+    data = ReportData(title=f"{suite.upper()}: unlearning {bench['forget_split']} from {bench['model']} ({worlds} world"
                             f"{'s' if worlds > 1 else ''}, {len(bench['seeds'])} seed{'s' if len(bench['seeds']) > 1 else ''})",
                       command=f"alter report {run_dir}", rows=rows)
-    data.verdicts = [bench_verdict(name, row, rows["target"]) for name, row in rows.items()
+    data.verdicts = [bench_verdict(name, row, rows["target"], suite) for name, row in rows.items()
                      if name not in ("target", "retain")]
     for name, row in rows.items():
         manifest = _manifest(Path(row["run_dir"])) if row.get("run_dir") else {}
@@ -113,9 +119,10 @@ def _bench_data(run_dir: Path) -> ReportData:
     return data
 
 
-def bench_verdict(name: str, row: dict, target: dict) -> str:
+def bench_verdict(name: str, row: dict, target: dict, suite: str = "tofu") -> str:
     """One line per run: forgot or not, what comes back out of sample, what ALTER's gate did on retain answers."""
-    parts = [forgetting_verdict(target["forget_Q_A_Prob"], row["forget_Q_A_Prob"])[1]]
+    key, what = VERDICT_KEYS[suite]
+    parts = [forgetting_verdict(target[key], row[key], what=what)[1]]
     undone = {f: row.get(f"undone_{f}") for f in FAMILIES if row.get(f"undone_{f}") is not None}
     if undone:
         worst = max(undone, key=undone.get)
