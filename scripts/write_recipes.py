@@ -9,6 +9,7 @@ import yaml
 
 from alter.methods import METHOD_NAMES, get_method
 from alter.methods.alter.params import paper_overrides
+from alter.methods.rmu import canonical_overrides
 from alter.training.recipe import build_recipe
 
 FOLDER = Path(__file__).resolve().parents[1] / "configs" / "unlearn"
@@ -19,6 +20,8 @@ PAPER_HEADER = ("# alter-paper: ALTER as the paper reads, where the paper is sil
                 "# learned gate per adapted layer with no 'no forget head' output, whose tempered softmax weights the\n"
                 "# forget heads in training too, and a retain head trained on retain data only. `alter bench` runs it\n"
                 "# beside the default.\n")
+RMU_CANONICAL_HEADER = ("# rmu, canonical (WMDP reference implementation): only the MLP output projections of layers 5-7\n"
+                        "# train, layer 7 steered (of 32 in Zephyr-7B; set params.layer for another depth).\n")
 
 
 def main() -> None:
@@ -29,6 +32,8 @@ def main() -> None:
         (FOLDER / f"{name}.yaml").write_text(header + yaml.safe_dump(recipe, sort_keys=False))
     paper = build_recipe("alter", None, paper_overrides()).as_dict()
     (FOLDER / "alter-paper.yaml").write_text(PAPER_HEADER + yaml.safe_dump(paper, sort_keys=False))
+    canonical = build_recipe("rmu", None, canonical_overrides()).as_dict()
+    (FOLDER / "rmu-canonical.yaml").write_text(RMU_CANONICAL_HEADER + yaml.safe_dump(canonical, sort_keys=False))
 
 
 if __name__ == "__main__":
