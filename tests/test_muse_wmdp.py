@@ -5,6 +5,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -181,3 +182,35 @@ def test_mmlu_csv_files_load_as_multiple_choice(tmp_path):
     assert questions == {"general": {"astronomy": [{"question": "What orbits Earth?",
                                                     "choices": ["The Moon", "Mars", "Venus", "Ceres, a dwarf"],
                                                     "answer": 0}]}}
+
+
+def test_our_multiple_choice_scores_equal_lm_evaluation_harness(tiny_pair, tmp_path):
+    """The same tiny model and questions through `alter eval wmdp` and through lm-eval (`alter harness`), with a
+    local task that takes lm-eval's own WMDP template: the same log-likelihood for every option."""
+    import lm_eval
+
+    from alter.cli.main import main
+
+    model, tokenizer = tiny_pair
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    write_wmdp_world(WmdpWorldSpec(hazardous=8, general=8, seed=2), tmp_path / "world")
+    template = Path(lm_eval.__file__).parent / "tasks" / "wmdp" / "_default_template_yaml"
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "local.yaml").write_text(
+        f"include: {template}\ntask: local_compounds\ndataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {tmp_path / 'world' / 'hazardous' / 'compounds.json'}\n")
+    assert main(["eval", "wmdp", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "world"),
+                 "--precision", "fp32", "--out", str(tmp_path / "ours")]) == 0
+    assert main(["harness", "--model", str(tmp_path / "model"), "--tasks", "local_compounds", "--include-path",
+                 str(tmp_path / "tasks"), "--out", str(tmp_path / "theirs")]) == 0
+    ours = json.loads((tmp_path / "ours" / "WMDP_EVAL.json").read_text())["hazardous/compounds"]["items"]
+    theirs = json.loads((tmp_path / "theirs" / "HARNESS.json").read_text())
+    items = sorted(theirs["items"]["local_compounds"], key=lambda item: item["doc_id"])
+    assert len(items) == len(ours) == 40
+    for item in items:
+        mine = ours[str(item["doc_id"])]
+        assert item["logliks"] == pytest.approx(mine["logliks"], abs=1e-4)
+        assert item["acc"] == float(mine["correct"])
+    accuracy = np.mean([item["correct"] for item in ours.values()])
+    assert theirs["results"]["local_compounds"]["acc,none"] == pytest.approx(accuracy)

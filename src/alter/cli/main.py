@@ -11,13 +11,13 @@ import sys
 
 from alter import __version__
 from alter.cli import (audit_cmd, bench_cmd, demo_cmd, entropy_cmd, eval_cmd, export_cmd, finetune_cmd, generate_cmd,
-                       report_cmd, requests_cmd, unlearn_cmd, world_cmd)
+                       harness_cmd, report_cmd, requests_cmd, unlearn_cmd, world_cmd)
 from alter.cli.options import Parser
 from alter.errors import UserError
 from alter.io import DISK_FULL
 
 COMMANDS = [demo_cmd, world_cmd, finetune_cmd, unlearn_cmd, eval_cmd, bench_cmd, audit_cmd, export_cmd, requests_cmd,
-            report_cmd, entropy_cmd, generate_cmd]
+            harness_cmd, report_cmd, entropy_cmd, generate_cmd]
 
 
 def build_parser() -> Parser:
