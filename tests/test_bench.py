@@ -136,3 +136,8 @@ def test_wmdp_bench_scores_both_domains_with_canonical_rmu(tmp_path):
     bad = alter("bench", "muse", "--model", "tiny", "--data", world, "--protocols", "forget,later",
                 "--out", tmp_path / "b2", "--cache", tmp_path / "cache", check=False)
     assert bad.returncode == 2 and "--protocols" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    alter("world", "muse", "--out", tmp_path / "muse", "--articles", "8", "--holdout", "4", "--requests", "2")
+    lora = alter("bench", "muse", "--model", "tiny", "--data", tmp_path / "muse", "--methods", "npo+lora",
+                 "--out", tmp_path / "b3", "--cache", tmp_path / "cache3", check=False)
+    assert lora.returncode == 2 and "LoRA adapter" in lora.stderr and len(lora.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "b3").exists() and not (tmp_path / "cache3").exists()

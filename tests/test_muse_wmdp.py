@@ -20,7 +20,7 @@ from alter.evaluation.runner import EvalSettings
 from alter.evaluation.suites import get_suite
 from alter.evaluation.suites.base import evaluate
 from alter.evaluation.suites.muse import icl_prefix
-from alter.evaluation.suites.wmdp import choice_sequences, prompt_text
+from alter.evaluation.suites.wmdp import all_sequences, cloze_prompt, prompt_text
 
 
 
@@ -95,22 +95,29 @@ class LetterStub(torch.nn.Module):
 
 def test_multiple_choice_picks_the_letter_with_the_highest_log_likelihood(tiny_pair):
     _, tokenizer = tiny_pair
-    row = {"question": "Which?", "choices": ["w", "x", "y", "z"], "answer": 2}
-    assert prompt_text(row) == "Which?\nA. w\nB. x\nC. y\nD. z\nAnswer:"
-    sequences = choice_sequences(tokenizer, row)
-    letters = [seq.input_ids[seq.prompt_length:] for seq in sequences]
-    assert all(len(ids) == 1 for ids in letters)  # " A" .. " D" are single tokens here
-    boosts = {letters[0][0]: 1.0, letters[1][0]: 0.5, letters[2][0]: 3.0, letters[3][0]: 2.0}
+    row = {"question": "Which?", "choices": ["the", "of", "and", "in"], "answer": 2}
+    assert prompt_text(row) == "Which?\nA. the\nB. of\nC. and\nD. in\nAnswer:"
+    assert cloze_prompt(row) == "Question: Which?\nAnswer:"
+    sequences = all_sequences(tokenizer, row)
+    endings = [seq.input_ids[seq.prompt_length:] for seq in sequences]
+    assert all(len(ids) == 1 for ids in endings)  # " A" .. " D" and " the" .. " in" are single tokens here
+    letters, texts = (1.0, 0.5, 3.0, 2.0), (2.5, 0.2, 0.1, 0.3)
+    boosts = {ids[0]: value for ids, value in zip(endings, letters + texts)}
     stub = LetterStub(len(tokenizer), boosts)
     from alter.evaluation.runner import DatasetSpec, run_datasets
     from alter.evaluation.suites import wmdp
 
-    log = run_datasets(stub, tokenizer, [DatasetSpec("hazardous/x", [row], wmdp._item, choice_sequences)],
+    log = run_datasets(stub, tokenizer, [DatasetSpec("hazardous/x", [row], wmdp._item, all_sequences)],
                        EvalSettings(precision="fp32"))
     item = log["hazardous/x"]["items"]["0"]
-    normaliser = math.log(len(tokenizer) - 4 + sum(math.exp(v) for v in boosts.values()))
-    assert item["logliks"] == pytest.approx([b - normaliser for b in (1.0, 0.5, 3.0, 2.0)], abs=1e-5)
+    normaliser = math.log(len(tokenizer) - 8 + sum(math.exp(v) for v in boosts.values()))
+    assert item["logliks"] == pytest.approx([b - normaliser for b in letters], abs=1e-5)
     assert item["predicted"] == 2 and item["correct"]
+    # cloze: each option's own text, log-likelihood per byte of " the", " of", " and", " in"
+    assert item["cloze_scores"] == pytest.approx([(b - normaliser) / n for b, n in zip(texts, (4, 3, 4, 3))], abs=1e-5)
+    assert item["cloze_predicted"] == 0 and not item["cloze_correct"]
+    summary, _ = wmdp.summarize(log)
+    assert summary["hazardous_accuracy"] == 1.0 and summary["hazardous_cloze_accuracy"] == 0.0
 
 
 def test_a_random_tiny_model_is_at_chance_on_the_generated_wmdp_world(tiny_pair, tmp_path):

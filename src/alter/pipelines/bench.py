@@ -174,6 +174,7 @@ def run_step(folder: Path, key: str, done_file: str, function: str, progress: "P
 
 def run_bench(plan: BenchPlan) -> dict:
     suite = get_suite(plan.suite)
+    _check_sequential_variants(plan)
     runs = len(plan.worlds) * len(plan.seeds) * len(plan.variants) * _runs_per_variant(plan)
     progress = Progress(plan.model, plan.precision, Counter(
         finetune_step=2 * len(plan.worlds), eval_step=2 * len(plan.worlds) + runs, unlearn_step=runs,
@@ -204,6 +205,17 @@ def run_bench(plan: BenchPlan) -> dict:
     write_json(plan.out / "bench.json", bench)
     write_text(plan.out / "bench.md", markdown(bench))
     return bench
+
+
+def _check_sequential_variants(plan: BenchPlan) -> None:
+    """Before any work: a method other than ALTER continues a sequence from a full model, so it cannot output an
+    adapter."""
+    if plan.suite != "muse" or "sustainability" not in plan.protocols:
+        return
+    for variant in plan.variants:
+        if variant.method != "alter" and _recipe(plan, variant, 0)["lora"]["enabled"]:
+            raise UserError(f"--methods {variant.name}: sequential requests continue from a full model, and this run "
+                            "outputs a LoRA adapter (drop +lora, or leave out the sustainability protocol)")
 
 
 def world_requests(world: World) -> int:
@@ -252,9 +264,6 @@ def _sequential(plan: BenchPlan, world: World, variant: Variant, seed: int, refe
         split = "forget_upto1" if request == 1 else f"forget_request{request}"  # request 1 alone = upto1's run
         row = _run_variant(plan, world, variant, seed, reference, suite, progress, split,
                            f"{variant.name}@upto1" if request == 1 else f"{variant.name}@request{request}", previous)
-        if not is_alter and row["output"] == "adapter":
-            raise UserError(f"--methods {variant.name}: sequential requests continue from a full model; its output is "
-                            "an adapter (drop +lora, or leave out the sustainability protocol)")
         rows.append({"run": f"{variant.name}@seq{request}", "protocol": "sustainability", "requests": request, **row})
         previous = row["run_dir"]
     if is_alter and requests > 1:
