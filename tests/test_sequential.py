@@ -117,3 +117,5 @@ def test_requests_command_lists_and_refuses_bad_requests(two_requests, tmp_path,
     assert main(["requests", str(root / "r1"), "--remove", "1", "--out", str(tmp_path / "y")]) == 2
     assert "only request" in capsys.readouterr().err and not (tmp_path / "y").exists()
     assert main(["requests", str(tmp_path), "--remove", "1", "--out", str(tmp_path / "z")]) == 2
+    assert main(["requests", str(root / "r12"), "--remove", "2", "--out", str(root / "r1")]) == 2
+    assert "already holds an adapter" in capsys.readouterr().err

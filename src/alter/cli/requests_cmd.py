@@ -38,7 +38,7 @@ def run(args) -> None:
     if not args.out:
         raise UserError("--remove needs --out (the adapter without that request)")
     out = check_output_dir(args.out)
-    if out.resolve() == folder.resolve():
-        raise UserError("--out: choose a new folder; the adapter in ADAPTER is kept")
+    if is_alter_adapter(out):
+        raise UserError(f"--out: {out} already holds an adapter; choose a new folder")
     config = remove_request(folder, args.remove, out)
     print(f"wrote {out}: requests {sorted(set(config['head_requests']))} ({config['forget_heads']} forget heads)")
