@@ -102,3 +102,34 @@ def test_a_run_killed_mid_way_resumes_to_the_same_weights_and_metrics(small_worl
         assert evaluated.returncode == 0, evaluated.stderr[-2000:]
         metrics[name] = json.loads((tmp_path / f"e-{name}" / "TOFU_SUMMARY.json").read_text())
     assert metrics["straight"] == metrics["killed"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="the watchdog is POSIX-only")
+def test_a_bench_step_stops_when_its_bench_is_killed(tmp_path):
+    """SIGKILL runs no cleanup in the bench, so the step's own watchdog must end it."""
+    import os
+    import signal
+    import time
+
+    (tmp_path / "waiter.py").write_text(
+        "import os, time, pathlib\n"
+        "def wait(path):\n    pathlib.Path(path).write_text(str(os.getpid()))\n    time.sleep(120)\n")
+    pid_file = tmp_path / "step.pid"
+    bench = subprocess.Popen([sys.executable, "-c", "from alter.pipelines.isolated import run_isolated; "
+                              f"run_isolated('waiter:wait', path={str(pid_file)!r})"],
+                             env={**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"})
+    deadline = time.time() + 60
+    while not pid_file.is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    step = int(pid_file.read_text())
+    os.kill(bench.pid, signal.SIGKILL)
+    bench.wait()
+    deadline = time.time() + 15
+    while time.time() < deadline:
+        try:
+            os.kill(step, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(step, signal.SIGKILL)
+    pytest.fail("the step kept running after its bench was killed")
