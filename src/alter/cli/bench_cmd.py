@@ -56,6 +56,7 @@ def _common(parser, suite: str, data_help: str) -> None:
                                         "(default $ALTER_CACHE/bench, else ~/.cache/alter/bench)")
     add_precision(parser, "; reaches fine-tuning, unlearning and evaluation, and keys the cache")
     parser.add_argument("--finetune-epochs", type=positive_float, help="epochs of the target and retain fine-tuning")
+    parser.add_argument("--finetune-lr", type=positive_float, help="learning rate of the target and retain fine-tuning")
     parser.add_argument("--finetune-max-steps", type=positive_int, help="cap on their optimizer steps (quick runs)")
     parser.add_argument("--limit", type=positive_int, help="evaluate only the first N items of each dataset")
     parser.add_argument("--max-new-tokens", type=positive_int, help="generation cap of the evaluations (default 200)")
@@ -100,7 +101,8 @@ def plan_from(args):
         worlds = [World(Path(args.data).name or "data", args.data)]
     else:
         worlds = generated_worlds(out, args.worlds, getattr(args, "authors", 20), args.tuning_world, args.suite)
-    finetune = {k: v for k, v in (("epochs", args.finetune_epochs), ("max_steps", args.finetune_max_steps)) if v}
+    finetune = {k: v for k, v in (("epochs", args.finetune_epochs), ("learning_rate", args.finetune_lr),
+                                  ("max_steps", args.finetune_max_steps)) if v}
     settings = {k: v for k, v in (("limit", args.limit), ("max_new_tokens", args.max_new_tokens)) if v}
     precision = resolve_precision(args.precision, default_device(), args.model)
     return BenchPlan(args.model, worlds, forget_split, variants, out, cache, precision, list(range(args.seeds)),
