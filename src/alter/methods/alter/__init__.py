@@ -110,12 +110,12 @@ def prepare_request(setup: Setup, params: ALTERParams) -> Plan:
     model, pad = setup.model, setup.tokenizer.pad_token_id
     entropy = EntropySettings(**earlier["config"]["entropy"])
     reads = earlier["config"]["gate_layer"]
+    params = replace(params, router="content", gate_layer=reads)  # the earlier adapter's gate decides
     forget = item_statistics(model, setup.forget, pad, setup.precision, entropy, pooled=True, feature_layer=reads)
     rows, clustering = choose_subdomains(forget.pooled[:: setup.variants], params.forget_heads,
                                          params.max_forget_heads, setup.seed)
     domains = np.repeat(rows, setup.variants)
-    gate_params = replace(params, router="content", gate_layer=reads)
-    new_rows, gate_facts = _fit_gate(model, setup, gate_params, forget, domains, reads, clustering["heads"], entropy)
+    new_rows, gate_facts = _fit_gate(model, setup, params, forget, domains, reads, clustering["heads"], entropy)
     adapter = AlterModel.load(model, folder)
     earlier_heads = adapter.config.forget_heads
     request = adapter.add_request(new_rows)
