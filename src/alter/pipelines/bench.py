@@ -524,12 +524,13 @@ PROTOCOL_TITLES = {
 
 
 def protocol_table(rows: dict, protocol: str) -> str:
-    """MUSE's scalability or sustainability rows, with each request's KnowMem ROUGE where the data names requests."""
+    """MUSE's scalability or sustainability rows, with each request's KnowMem and VerbMem ROUGE where the data names
+    requests."""
     chosen = {name: row for name, row in rows.items() if row.get("protocol") == protocol}
     if not chosen:
         return ""
     per_request = sorted({k for row in chosen.values() for k in row if k.startswith("forget_request")
-                          and k.endswith("_knowmem_ROUGE")})
+                          and k.endswith("_ROUGE")}, key=lambda k: (k.split("_")[2], k))
     keys = ["requests", *per_request, "forget_knowmem_ROUGE", "forget_verbmem_ROUGE", "retain_knowmem_ROUGE",
             "privleak"]
     header = ["run", *[k.removesuffix("_ROUGE").replace("forget_request", "req") for k in keys], "wall s"]
