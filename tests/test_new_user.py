@@ -40,7 +40,9 @@ def test_ctrl_c_says_how_to_resume_and_a_rerun_does_not_start_over(small_world, 
     out = tmp_path / "target"
     command = ALTER + ["finetune", "--model", "tiny", "--data", str(small_world), "--split", "full",
                        "--out", str(out), "--precision", "fp32", "--epochs", "50"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT's default action restored: a shell's background job (nohup ... &) would hand the child an ignored SIGINT
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 240
     while not (out / "checkpoints").is_dir() and time.time() < deadline and process.poll() is None:
         time.sleep(0.5)
