@@ -68,7 +68,7 @@ def test_a_request_trains_only_its_own_heads(two_requests):
 
 def test_a_request_forgets_its_own_items(two_requests):
     root, target, authors, _, _ = two_requests
-    model, tokenizer = load_model(target)
+    _, tokenizer = load_model(target)
     items = [encode_qa(tokenizer, r["question"], r["answer"]) for r in authors[-2]]
 
     def nll(adapter):

@@ -202,7 +202,7 @@ class AlterModel:
     def add_request(self, gate_rows: ContentGate) -> int:
         """Append one forget head per output of `gate_rows` (a content gate fitted on a new request's sub-domains),
         zero-initialised, so the model is unchanged until they train. Returns the new request's number."""
-        self._check_sequential()
+        _check_sequential(self.config)
         request = max(self.config.requests) + 1
         count = gate_rows.detector.out_features
         for _, layer in self.layers:
@@ -213,9 +213,6 @@ class AlterModel:
         self.config.head_requests = self.config.requests + [request] * count
         self.config.forget_heads += count
         return request
-
-    def _check_sequential(self) -> None:
-        _check_sequential(self.config)
 
     def _set_gate_rows(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         detector = nn.Linear(weight.shape[1], weight.shape[0]).to(weight.device, weight.dtype)
