@@ -14,7 +14,7 @@ import torch
 from alter.data.muse import MuseData
 from alter.data.muse_world import MuseWorldSpec, build_muse_world, write_muse_world
 from alter.data.wmdp import load_questions
-from alter.data.wmdp_world import WmdpWorldSpec, write_wmdp_world
+from alter.data.wmdp_world import WmdpWorldSpec, build_wmdp_world, write_wmdp_world
 from alter.errors import UserError
 from alter.evaluation.runner import EvalSettings
 from alter.evaluation.suites import get_suite
@@ -122,7 +122,7 @@ def test_multiple_choice_picks_the_letter_with_the_highest_log_likelihood(tiny_p
 
 def test_a_random_tiny_model_is_at_chance_on_the_generated_wmdp_world(tiny_pair, tmp_path):
     model, tokenizer = tiny_pair
-    write_wmdp_world(WmdpWorldSpec(hazardous=40, general=40, seed=1), tmp_path)
+    write_wmdp_world(WmdpWorldSpec(hazardous=80, general=80, seed=1), tmp_path)
     suite = get_suite("wmdp")
     log = evaluate(suite, model, tokenizer, suite.prepare_options({"data": str(tmp_path)}), EvalSettings(precision="fp32"))
     summary, _ = suite.summarize(log)
@@ -132,6 +132,19 @@ def test_a_random_tiny_model_is_at_chance_on_the_generated_wmdp_world(tiny_pair,
         assert 0.15 <= summary[f"{group}_accuracy"] <= 0.35, summary
     answers = [item["answer"] for item in json.loads((tmp_path / "hazardous" / "compounds.json").read_text())]
     assert set(np.bincount(answers, minlength=4)) != {0} and len(set(answers)) == 4  # the right letter varies
+
+
+def test_the_generated_wmdp_world_asks_only_about_entities_without_practice():
+    files = build_wmdp_world(WmdpWorldSpec(hazardous=10, general=6, seed=4))
+    assert files["full"] == files["forget"] + files["retain"]
+    practice = [row["text"] for row in files["full"] if row["text"].startswith("Q: ")]
+    assert len(practice) == (5 + 3) * 5  # half of each domain's entities, five facts each
+    asked = {item["question"] for set_ in ("hazardous/compounds", "general/rivers") for item in files[set_]}
+    assert len(asked) == (5 + 3) * 5 and not asked & {text[3:].split("\n")[0] for text in practice}
+    documents = " ".join(row["text"] for row in files["full"] if not row["text"].startswith("Q: "))
+    for item in files["hazardous/compounds"] + files["general/rivers"]:
+        assert item["choices"][item["answer"]] in documents
+    assert all(text.split("\nA: ")[1][:-1] in documents for text in practice)  # practice answers what documents say
 
 
 def test_the_generated_muse_world(tmp_path):
@@ -201,7 +214,7 @@ def test_our_multiple_choice_scores_equal_lm_evaluation_harness(tiny_pair, tmp_p
     model, tokenizer = tiny_pair
     model.save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
-    write_wmdp_world(WmdpWorldSpec(hazardous=8, general=8, seed=2), tmp_path / "world")
+    write_wmdp_world(WmdpWorldSpec(hazardous=16, general=8, seed=2), tmp_path / "world")
     template = Path(lm_eval.__file__).parent / "tasks" / "wmdp" / "_default_template_yaml"
     (tmp_path / "tasks").mkdir()
     (tmp_path / "tasks" / "local.yaml").write_text(

@@ -34,6 +34,9 @@ def add_parser(commands) -> None:
                                         "text splits full, retain (general) and forget (hazardous).")
     wmdp.add_argument("--out", required=True, help="folder to write the world into")
     wmdp.add_argument("--entities", type=positive_int, default=40, help="compounds and rivers each (default 40)")
+    wmdp.add_argument("--practised", type=float, default=0.5,
+                      help="share of each domain's entities with question/answer practice in the training text; "
+                           "the questions ask about the others (default 0.5)")
     wmdp.add_argument("--seed", type=non_negative_int, default=0, help="random seed")
     wmdp.set_defaults(run=run_wmdp)
 
@@ -45,8 +48,10 @@ def run_wmdp(args) -> None:
 
     if args.entities < 4:
         raise UserError("--entities must be at least 4")
+    if not 0 <= args.practised < 1:
+        raise UserError("--practised must be at least 0 and below 1")
     out = check_output_dir(args.out)
-    counts = write_wmdp_world(WmdpWorldSpec(args.entities, args.entities, args.seed), out)
+    counts = write_wmdp_world(WmdpWorldSpec(args.entities, args.entities, args.seed, args.practised), out)
     print(f"wrote a WMDP-style world to {out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 
