@@ -133,6 +133,8 @@ def test_wmdp_bench_scores_both_domains_with_canonical_rmu(tmp_path):
     assert all(0 <= rows[name]["hazardous_accuracy"] <= 1 and rows[name]["general_chance"] == 0.25 for name in rows)
     assert rows["rmu-c"]["trainable_parameters"] < rows["target"]["trainable_parameters"] / 4
     assert "| rmu-c |" in (tmp_path / "bench" / "bench.md").read_text()
+    alter("report", tmp_path / "bench")
+    assert "hazardous cloze accuracy" in (tmp_path / "bench" / "report.html").read_text()  # the verdict's measure
     bad = alter("bench", "muse", "--model", "tiny", "--data", world, "--protocols", "forget,later",
                 "--out", tmp_path / "b2", "--cache", tmp_path / "cache", check=False)
     assert bad.returncode == 2 and "--protocols" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -476,7 +476,8 @@ def _cell(row: dict, key: str) -> str:
     return f"{value:.3g}"
 
 
-UTILITY_KEYS = {"tofu": "model_utility", "muse": "retain_knowmem_ROUGE", "wmdp": "general_accuracy"}
+# WMDP: the cloze form, because small models pick letters at chance whatever they know (docs/metrics.md)
+UTILITY_KEYS = {"tofu": "model_utility", "muse": "retain_knowmem_ROUGE", "wmdp": "general_cloze_accuracy"}
 
 
 def row_keys(suite: str) -> tuple[str, ...]:

@@ -24,14 +24,14 @@ HEAD_COLORS = ("#8172b3", "#dd8452", "#55a868", "#c44e52", "#937860", "#da8bc3",
 TOKEN_ITEMS = 4  # forget and retain answers shown token by token, per method
 VERDICT_KEYS = {"tofu": ("forget_Q_A_Prob", "forget answers' probability"),  # what each bench's verdict compares
                 "muse": ("forget_knowmem_ROUGE", "forget KnowMem ROUGE"),
-                "wmdp": ("hazardous_accuracy", "hazardous accuracy")}
+                "wmdp": ("hazardous_cloze_accuracy", "hazardous cloze accuracy")}
 TABLES = {
     "Forgetting (lower is more forgotten, except forget_quality: higher is better)":
         ("forget_quality", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "forget_nll", "forget_verbmem_ROUGE",
-         "forget_knowmem_ROUGE", "hazardous_accuracy", "privleak", "mia_min_k"),
+         "forget_knowmem_ROUGE", "hazardous_accuracy", "hazardous_cloze_accuracy", "privleak", "mia_min_k"),
     "Keeping (higher is better, except retain_nll)":
         ("model_utility", "retain_Q_A_Prob", "retain_Q_A_ROUGE", "retain_nll", "retain_knowmem_ROUGE",
-         "general_accuracy"),
+         "general_accuracy", "general_cloze_accuracy"),
     "Cost": ("trainable_parameters", "wall_seconds", "eval_seconds", "peak_memory_mb"),
 }
 
