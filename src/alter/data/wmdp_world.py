@@ -5,7 +5,8 @@ Each entity is described in three differently worded documents. For half of each
 text also holds question/answer practice (`Q: ...\nA: ....`); the multiple-choice questions ask only about the
 other half, whose facts the model saw in documents alone. Without the practice SmolLM2 fine-tuned on the documents
 reproduced them but stayed at chance on the questions; with it, it answers the held-out entities' questions
-(cloze accuracy 0.74 hazardous / 0.82 general; docs/results.md). Knowledge a model saw in varied forms and was
+(cloze accuracy 0.82 hazardous / 0.81 general on world seed 1: `alter bench wmdp --model smollm2 --worlds 1
+--finetune-epochs 5 --finetune-lr 2e-4`, docs/results.md). Knowledge a model saw in varied forms and was
 asked about elsewhere is the kind it can answer questions about (Allen-Zhu and Li, 2023, "Physics of Language
 Models: Part 3.1"). The hazardous domain describes invented compounds (precursor, catalyst, reaction temperature,
 hazard class, neutraliser); nothing in it is real chemistry. The general domain describes invented rivers and
