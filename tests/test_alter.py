@@ -181,8 +181,8 @@ def test_content_gate_is_a_running_max_that_padding_never_moves_and_generation_c
 
 def test_content_gate_fit_finds_the_token_that_names_the_subject():
     """Toy: feature 0 marks a mention of subject A, feature 1 of subject B, feature 2 is noise everywhere. Forget items
-    of sub-domain 0 mention A in the prompt; retain items mention neither; the fitted gate fires for head 0 from the
-    mention on, never on retain items, and never for head 1 on A's items."""
+    of sub-domain 0 mention A in the prompt, of sub-domain 1 B; retain items mention neither; the fitted gate fires for
+    each item's own head from the mention on and never on retain items (another head may fire on a forget item)."""
     rng = np.random.default_rng(0)
 
     def item(mention: int | None, at: int, length: int = 8):
@@ -200,8 +200,11 @@ def test_content_gate_fit_finds_the_token_that_names_the_subject():
     assert facts["forget_answer_recall"] == 1.0 and facts["retain_fire_rate"] == 0.0
     fires = ContentGate.weights(ContentGate.running_max(gate.scores(torch.as_tensor(np.stack(forget[:1] + [item(1, 5)])),
                                                                     None), None))
-    assert fires[0, :, 0].tolist() == [0, 0, 1, 1, 1, 1, 1, 1] and fires[0, :, 1].sum() == 0
-    assert fires[1, :, 1].tolist() == [0, 0, 0, 0, 0, 1, 1, 1] and fires[1, :, 0].sum() == 0
+    assert fires[0, :, 0].tolist() == [0, 0, 1, 1, 1, 1, 1, 1]
+    assert fires[1, :, 1].tolist() == [0, 0, 0, 0, 0, 1, 1, 1]
+    retain_fires = ContentGate.weights(ContentGate.running_max(gate.scores(torch.as_tensor(np.stack(retain)), None),
+                                                               None))
+    assert retain_fires.sum() == 0
 
 
 def test_gate_calibration_bounds_the_share_of_held_out_items_that_fire_anywhere():
@@ -225,10 +228,10 @@ def test_gate_calibration_bounds_the_share_of_held_out_items_that_fire_anywhere(
     assert _fire_rate(gate, items) == pytest.approx(10 / 200)  # 5 items per head, disjoint
 
 
-def test_content_gate_targets_leave_the_own_heads_prompt_free():
+def test_content_gate_targets_leave_the_own_heads_prompt_and_the_other_heads_free():
     targets, known = content_gate_targets([(5, 3)], np.array([1]), [2], heads=2, width=5)
     assert targets[0, :, 1].tolist() == [0, 0, 1, 1, 1] and targets[0, :, 0].sum() == 0
-    assert known[0, :, 1].tolist() == [0, 0, 1, 1, 1] and known[0, :, 0].tolist() == [1] * 5
+    assert known[0, :, 1].tolist() == [0, 0, 1, 1, 1] and known[0, :, 0].tolist() == [0] * 5
     assert known[1].sum(0).tolist() == [2, 2] and targets[1].sum() == 0
 
 
@@ -453,3 +456,23 @@ def test_losses_read_the_same_positions_when_the_output_layer_skips_prompts(rout
     monkeypatch.setattr(alter_objective, "first_answer_position", lambda labels: 0)  # every position
     every_position = losses()
     assert skipping == pytest.approx(every_position, rel=1e-5, abs=1e-6)
+
+
+def test_content_routes_read_every_head_the_gate_switches_on_and_train_only_the_own_head():
+    """Training routes as inference does: a forget token is routed to every head whose gate fires there; only the
+    item's own head learns, at its low-entropy tokens from where its own gate fires."""
+    from types import SimpleNamespace
+
+    ones = torch.ones(2, 5, dtype=torch.long)
+    batch = {"forget": {"input_ids": ones, "attention_mask": ones}, "retain": {"input_ids": ones[:1], "attention_mask": ones[:1]},
+             "forget_index": torch.tensor([0, 1]), "retain_index": torch.tensor([0])}
+    gate_on = {"forget": [np.array([[0, 0], [0, 1], [1, 1], [1, 1], [1, 1]], bool),   # own head 0 from position 2
+                          np.array([[0, 0], [0, 0], [0, 0], [0, 1], [0, 1]], bool)],  # own head 1 from position 3
+               "retain": [np.array([[0, 0], [0, 0], [0, 0], [0, 0], [1, 0]], bool)]}
+    entropies = {"forget": [torch.tensor([0.0, 0.0, 0.0, 2.0, 0.0]), torch.zeros(5)], "retain": [torch.zeros(5)]}
+    objective = ALTERObjective(SimpleNamespace(config=SimpleNamespace(forget_heads=2)), ALTERParams(router="content"),
+                               entropies, torch.tensor([0, 1]), threshold=1.0, gate_on=gate_on)
+    forget_weights, forget_grad, retain_weights, retain_grad = objective.routes(batch)
+    assert torch.equal(forget_weights, torch.as_tensor(np.stack(gate_on["forget"])).float())
+    assert forget_grad.tolist() == [[0, 0, 1, 0, 1], [0, 0, 0, 2, 2]]  # head number + 1; position 3 of row 0 is high
+    assert torch.equal(retain_weights[0], torch.as_tensor(gate_on["retain"][0]).float()) and retain_grad.sum() == 0

@@ -2,7 +2,7 @@
 
 `fit_content_gate`: a linear detector over the hidden state entering the gate layer, one score per sub-domain and
 token, trained so that its running max over positions <= t is positive at every answer position of a forget item
-of that sub-domain and negative everywhere in other sub-domains' items and retain items. The loss is binary cross-
+of that sub-domain and negative everywhere in retain items (other sub-domains' forget items are left free). The loss is binary cross-
 entropy on the running max (multiple-instance learning: any token of the context may carry the evidence), with
 positives and negatives weighted equally per head. The prompt positions of a forget item are left free: the gate may
 switch on as soon as the subject is named, or later.
@@ -30,13 +30,15 @@ def _padded(arrays: list[np.ndarray], width: int) -> torch.Tensor:
 def content_gate_targets(forget_lengths: list[tuple[int, int]], domains: np.ndarray, retain_lengths: list[int],
                          heads: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets and weights [items, width, heads] for forget items (given as (length, prompt length)) then retain items:
-    1 at the answer positions of the item's own head, 0 for every other head and all retain positions, weight 0 at
-    padding and at the own head's prompt positions."""
+    1 at the answer positions of the item's own head, 0 at every retain position; weight 0 at padding, at the own
+    head's prompt positions and everywhere for the other heads of a forget item. A head is not asked to stay off on
+    other sub-domains' forget items: sub-domains split the forget set by form (k-means on pooled states) as much as by
+    subject, and a detector made to tell them apart keys on the question's form, which reworded questions and other
+    subjects' questions of that form share (docs/method.md, "The gate")."""
     rows = len(forget_lengths) + len(retain_lengths)
     targets, known = torch.zeros(rows, width, heads), torch.zeros(rows, width, heads)
     for row, ((length, prompt), domain) in enumerate(zip(forget_lengths, domains)):
-        known[row, :length] = 1
-        known[row, : prompt - 1, domain] = 0
+        known[row, prompt - 1 : length, domain] = 1
         targets[row, prompt - 1 : length, domain] = 1
     for offset, length in enumerate(retain_lengths):
         known[len(forget_lengths) + offset, :length] = 1

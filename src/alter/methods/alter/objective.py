@@ -3,8 +3,8 @@
 Every step is one forward over the forget and retain rows together (right-padded to the widest, per-row routing),
 then one backward: what DDP requires. `routes` says where forget heads act in training, the same policy as at
 inference for each router (docs/method.md, "Training routes"):
-- 'content': from the position where the fitted gate fires, on forget rows of the head's sub-domain and on any
-  retain row the gate fires on (there the heads are read but never trained);
+- 'content': wherever the fitted gate fires, on forget and retain rows alike (a head learns only on its own
+  sub-domain's forget rows, from where its gate fires; on retain rows the heads are read but never trained);
 - 'layer', 'shared': at the low-entropy answer tokens of forget rows (the routes the router learns);
 - 'none': every head on every token; retain rows train every head too, as nothing else keeps them harmless there.
 A forget head learns only at low-entropy tokens of its own sub-domain's rows (isolation; `head_grad`), except
@@ -118,9 +118,9 @@ class ALTERObjective:
         own = torch.nn.functional.one_hot(head.long() - 1, self.heads).float()
         router = self.params.router
         retain_shape = (*retain["input_ids"].shape, self.heads)
-        if router == "content":
-            on = self._gate("forget", batch["forget_index"], forget) * own
-            forget_weights, forget_grad = on, torch.where((on.sum(-1) > 0) & ~high, head, 0)
+        if router == "content":  # every head the gate switches on acts, as at inference; only the own head learns
+            on = self._gate("forget", batch["forget_index"], forget)
+            forget_weights, forget_grad = on, torch.where(((on * own).sum(-1) > 0) & ~high, head, 0)
             retain_weights = self._gate("retain", batch["retain_index"], retain)
             retain_grad = torch.zeros_like(retain["input_ids"])
         elif router == "none":

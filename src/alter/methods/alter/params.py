@@ -35,7 +35,7 @@ class ALTERParams:
     lora_alpha: float = 16.0
     router: str = "content"  # content | layer (paper) | shared | none (adapters/config.py)
     null_output: bool = True  # 'layer'/'shared' routers can answer "no forget head" (paper: no)
-    gate_layer: int = -1  # 'content': decoder layer the gate reads; -1 = a quarter of the depth
+    gate_layer: int = -1  # 'content': decoder layer the gate reads; -1 = half the depth
     top_k_high: int = 3
     temperature_high: float = 0.8
     temperature_low: float = 0.01
