@@ -73,8 +73,10 @@ def test_two_process_finetuning_matches_one_process(finetuned, small_world):
     assert "manifest.json" in only_published_files(finetuned / "two")
 
 
-# Per method: the steps and learning rates that move the tiny target's forget probability clearly.
-UNLEARN_SETTINGS = {"npo": ["train.max_steps=5", "train.learning_rate=3e-4"], "alter": ["train.max_steps=10", "params.lr_b=0.03"]}
+# Per method: the steps and learning rates that move the tiny target's forget probability clearly (ALTER: three of
+# the tiny model's four layers adapted; at the default half depth, two, ten steps move it less than 0.05).
+UNLEARN_SETTINGS = {"npo": ["train.max_steps=5", "train.learning_rate=3e-4"],
+                    "alter": ["train.max_steps=10", "params.lr_b=0.03", "params.gate_layer=1"]}
 
 
 @pytest.mark.parametrize("method", ["npo", "alter"])
