@@ -2,9 +2,9 @@
 
 `fit_content_gate`: a linear detector over the hidden state entering the gate layer, one score per sub-domain and
 token, trained so that its running max over positions <= t is positive at every answer position of a forget item
-of that sub-domain and negative everywhere in retain items (other sub-domains' forget items are left free). The loss is binary cross-
-entropy on the running max (multiple-instance learning: any token of the context may carry the evidence), with
-positives and negatives weighted equally per head. The prompt positions of a forget item are left free: the gate may
+of that sub-domain and negative everywhere in retain items (other sub-domains' forget items are left free). The
+loss is binary cross-entropy on the running max (multiple-instance learning: any token of the context may carry the
+evidence), with positives and negatives weighted equally per head. The prompt positions of a forget item are left free: the gate may
 switch on as soon as the subject is named, or later.
 
 `fit_shared_router`: the previous default, a multinomial logistic regression from the running mean of the frozen
