@@ -464,7 +464,8 @@ def test_content_routes_read_every_head_the_gate_switches_on_and_train_only_the_
     from types import SimpleNamespace
 
     ones = torch.ones(2, 5, dtype=torch.long)
-    batch = {"forget": {"input_ids": ones, "attention_mask": ones}, "retain": {"input_ids": ones[:1], "attention_mask": ones[:1]},
+    batch = {"forget": {"input_ids": ones, "attention_mask": ones},
+             "retain": {"input_ids": ones[:1], "attention_mask": ones[:1]},
              "forget_index": torch.tensor([0, 1]), "retain_index": torch.tensor([0])}
     gate_on = {"forget": [np.array([[0, 0], [0, 1], [1, 1], [1, 1], [1, 1]], bool),   # own head 0 from position 2
                           np.array([[0, 0], [0, 0], [0, 0], [0, 1], [0, 1]], bool)],  # own head 1 from position 3

@@ -4,8 +4,8 @@
 token, trained so that its running max over positions <= t is positive at every answer position of a forget item
 of that sub-domain and negative everywhere in retain items (other sub-domains' forget items are left free). The
 loss is binary cross-entropy on the running max (multiple-instance learning: any token of the context may carry the
-evidence), with positives and negatives weighted equally per head. The prompt positions of a forget item are left free: the gate may
-switch on as soon as the subject is named, or later.
+evidence), with positives and negatives weighted equally per head. The prompt positions of a forget item are left
+free: the gate may switch on as soon as the subject is named, or later.
 
 `fit_shared_router`: the previous default, a multinomial logistic regression from the running mean of the frozen
 last hidden state to "no forget head" or a sub-domain (sklearn).
