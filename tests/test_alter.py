@@ -18,7 +18,7 @@ from alter.evaluation.scoring import score_answers
 from alter.methods import get_method
 from alter.methods.alter.gate_fit import content_gate_targets, fit_content_gate, fit_shared_router
 from alter.methods.alter.objective import ALTERObjective, joined_batch, row_spans
-from alter.methods.alter.params import ALTERParams
+from alter.methods.alter.params import ALTERParams, paper_overrides
 from alter.methods.alter.subdomains import agreement_with_groups
 from alter.methods.base import LoraChoice, Setup
 from alter.models import load_model
@@ -388,8 +388,9 @@ def test_recipe_defaults_follow_the_paper_where_it_speaks():
     recipe = build_recipe("alter", None, [])
     assert recipe.train.epochs == 3 and recipe.train.batch_size == 4
     p = recipe.params
-    assert (p.rank, p.lr_a, p.lr_b, p.top_k_high, p.temperature_high, p.temperature_low) == (8, 1e-5, 1e-3, 3, 0.8, 0.01)
+    assert (p.rank, p.lr_a, p.top_k_high, p.temperature_high, p.temperature_low) == (8, 1e-5, 3, 0.8, 0.01)
     assert (p.forget_weight, p.retain_weight, p.regulariser_weight, p.threshold) == (1.0, 1.0, 0.01, 1.2)
+    assert p.lr_b == 2e-3 and build_recipe("alter", None, paper_overrides()).params.lr_b == 1e-3  # ours, the paper's
 
 
 def test_options_alter_cannot_honour_are_refused():
