@@ -371,6 +371,8 @@ def test_training_lowers_forget_probability_and_leaves_base_weights_bitwise_unch
     assert facts["clustering"]["heads"] == 2
     assert 0.2 < facts["high_entropy_fraction"] < 0.4  # the 0.7 quantile of the answer-token entropies
     assert [phase.name for phase in plan.phases] == ["phase1", "phase2"]
+    eos = fresh_target(tiny_runs)[1].eos_token_id
+    assert eos in plan.phases[1].objective.__self__.end_ids  # the forget loss leaves the end of an answer alone
 
 
 def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_runs, small_world):
@@ -478,3 +480,14 @@ def test_content_routes_read_every_head_the_gate_switches_on_and_train_only_the_
     assert torch.equal(forget_weights, torch.as_tensor(np.stack(gate_on["forget"])).float())
     assert forget_grad.tolist() == [[0, 0, 1, 0, 1], [0, 0, 0, 2, 2]]  # head number + 1; position 3 of row 0 is high
     assert torch.equal(retain_weights[0], torch.as_tensor(gate_on["retain"][0]).float()) and retain_grad.sum() == 0
+
+
+def test_the_forget_loss_leaves_special_tokens_alone():
+    """The inverse hinge acts on low-entropy answer positions whose next token is not special (end of answer)."""
+    from alter.methods.alter.objective import forget_positions
+
+    low_answer = torch.tensor([[False, True, True, True, False], [True, True, False, True, True]])
+    targets = torch.tensor([[5, 7, 2, 9, -100], [2, 8, 8, 0, 2]])
+    assert forget_positions(low_answer, targets, (2, 0)).tolist() == [[False, True, False, True, False],
+                                                                     [False, True, False, False, False]]
+    assert torch.equal(forget_positions(low_answer, targets, ()), low_answer)

@@ -76,7 +76,7 @@ def prepare(setup: Setup) -> Plan:
                  for f in forget.features]
         gate_on = {"forget": [on.numpy() for on in fires], "retain": retain.features}
     objective = ALTERObjective(adapter, params, {"forget": forget.entropy, "retain": retain.entropy},
-                               torch.as_tensor(domains), entropy.threshold, gate_on)
+                               torch.as_tensor(domains), entropy.threshold, gate_on, _end_ids(setup))
     phases = [Phase("phase1", objective.phase1, [{"params": adapter.parameters("lora_A"), "lr": params.lr_a},
                                                 {"params": adapter.parameters("retain_B"), "lr": params.lr_b}],
                     epochs=params.phase1_epochs),
@@ -126,7 +126,7 @@ def prepare_request(setup: Setup, params: ALTERParams) -> Plan:
                                                        None), None))[0].cpu() > 0 for f in forget.features]
     objective = ALTERObjective(adapter, params, {"forget": forget.entropy, "retain": retain.entropy},
                                torch.as_tensor(domains + earlier_heads), entropy.threshold,
-                               {"forget": [on.numpy() for on in fires], "retain": retain.features})
+                               {"forget": [on.numpy() for on in fires], "retain": retain.features}, _end_ids(setup))
     heads = adapter.parameters("forget_B")
     for parameter in heads:  # earlier requests' heads receive no gradient, hence no update
         parameter.register_hook(lambda grad: torch.cat([torch.zeros_like(grad[:earlier_heads]), grad[earlier_heads:]]))
@@ -136,6 +136,10 @@ def prepare_request(setup: Setup, params: ALTERParams) -> Plan:
              "head_requests": adapter.config.requests}
     return Plan(model, phases, "adapter",
                 lambda out: adapter.save(out, setup.base_model, {"alter": facts}), {"alter": facts})
+
+
+def _end_ids(setup: Setup) -> tuple[int, ...]:
+    return tuple(setup.tokenizer.all_special_ids)
 
 
 def _gate_reads(model, params: ALTERParams) -> int | None:

@@ -35,6 +35,12 @@ def next_labels(labels: torch.Tensor) -> torch.Tensor:
     return torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], IGNORE_INDEX)], dim=1)
 
 
+def forget_positions(low_answer: torch.Tensor, targets: torch.Tensor, end_ids: tuple[int, ...]) -> torch.Tensor:
+    """Where the inverse hinge acts: low-entropy answer positions, except those predicting a special token (the end
+    of the answer): pushing those down forgets no fact, and makes the model run on past its answer."""
+    return low_answer & ~torch.isin(targets, torch.tensor(end_ids, dtype=targets.dtype, device=targets.device))
+
+
 def joined_batch(batches: list[dict]) -> dict:
     """Forget and retain rows in one batch, so a step is one forward and one backward."""
     return {"input_ids": pad_rows([b["input_ids"] for b in batches], 0),
@@ -53,12 +59,13 @@ def row_spans(batches: list[dict]) -> list[slice]:
 
 class ALTERObjective:
     """Losses of both phases. Per item, from the frozen pass: `entropies[kind][i]` (each position's entropy) and,
-    for the content gate, `gate_on[kind][i]` (whether the gate fires at each position, [tokens, N])."""
+    for the content gate, `gate_on[kind][i]` (whether the gate fires at each position, [tokens, N]). `end_ids`: the
+    tokenizer's special tokens, which the forget loss leaves alone (`forget_positions`)."""
 
     def __init__(self, adapter: AlterModel, params: ALTERParams, entropies: dict, domains: torch.Tensor,
-                 threshold: float, gate_on: dict | None = None):
+                 threshold: float, gate_on: dict | None = None, end_ids: tuple[int, ...] = ()):
         self.adapter, self.params, self.entropies = adapter, params, entropies
-        self.domains, self.threshold, self.gate_on = domains, threshold, gate_on
+        self.domains, self.threshold, self.gate_on, self.end_ids = domains, threshold, gate_on, end_ids
         self.heads = adapter.config.forget_heads
 
     @staticmethod
@@ -155,8 +162,9 @@ class ALTERObjective:
         forget_rows, retain_rows = row_spans([forget, retain])
         forget_logits = logits[forget_rows, : forget["input_ids"].shape[1] - start]
         retain_logits = logits[retain_rows, : retain["input_ids"].shape[1] - start]
-        low_answer = (answer & ~high)[:, start:]
-        forget_loss = inverse_hinge(forget_logits, next_labels(forget["labels"])[:, start:], low_answer,
+        targets = next_labels(forget["labels"])[:, start:]
+        forget_loss = inverse_hinge(forget_logits, targets, forget_positions((answer & ~high)[:, start:], targets,
+                                                                             self.end_ids),
                                     stop_at_top=self.params.forget_loss == "hinge_to_top")
         keep = torch.arange(start, forget["input_ids"].shape[1], device=forget["input_ids"].device)
         frozen = logits_at(lambda **extra: self.adapter.frozen_output(forget["input_ids"], forget["attention_mask"],
