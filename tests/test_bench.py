@@ -87,6 +87,21 @@ def test_several_worlds_and_seeds_give_means_and_intervals(tmp_path):
     assert bench["tuning_rows"] is None
     assert "±" in (tmp_path / "bench" / "bench.md").read_text()
 
+    # the same runs collected from outside (`alter bench collect`) give the bench's own rows
+    listing = [{key: unit[key] for key in ("world", "run", "run_dir", "eval_dir", "seed")} for unit in bench["units"]]
+    (tmp_path / "listing.json").write_text(json.dumps(listing))
+    alter("bench", "collect", tmp_path / "listing.json", "--out", tmp_path / "collected")
+    collected = json.loads((tmp_path / "collected" / "bench.json").read_text())
+    assert collected["rows"] == bench["rows"]
+    assert (tmp_path / "collected" / "bench.md").read_text() == (tmp_path / "bench" / "bench.md").read_text()
+    (tmp_path / "bad.json").write_text(json.dumps([{**listing[0], "eval_dir": ""}]))
+    refused = alter("bench", "collect", tmp_path / "bad.json", "--out", tmp_path / "bad", check=False)
+    assert refused.returncode != 0 and "entry 1: missing eval_dir" in refused.stderr
+    (tmp_path / "alone.json").write_text(json.dumps([u for u in listing if u["run"] == "npo"]))
+    refused = alter("bench", "collect", tmp_path / "alone.json", "--out", tmp_path / "bad", check=False)
+    assert refused.returncode != 0 and "needs a 'target' and a 'retain' entry" in refused.stderr
+    assert not (tmp_path / "bad").exists()
+
 
 def test_bench_refuses_a_forget_split_absent_from_the_data(tmp_path):
     world = tmp_path / "world"

@@ -40,6 +40,15 @@ def add_parser(commands) -> None:
         "wmdp", help="WMDP-style: forget a hazardous domain's documents, keep a general one; multiple-choice accuracy",
         description=COMMON + " Models train on the world's documents; the WMDP suite scores both question sets.")
     _common(wmdp, "wmdp", "folder in the layout of `alter world wmdp`")
+    collect = kinds.add_parser(
+        "collect", help="bench.json/md over TOFU runs made outside one bench (alter unlearn + alter eval tofu)",
+        description="Rows, undone and intervals of runs made outside one bench, computed as `alter bench tofu` "
+                    "computes them: for instance a changed default on the worlds of earlier benches, beside their "
+                    "baselines. LISTING is a JSON list of {world, run, run_dir, eval_dir[, seed, tuning]}; every world "
+                    "needs a 'target' and a 'retain' entry.")
+    collect.add_argument("listing", help="JSON file: the runs to collect")
+    collect.add_argument("--out", required=True, help="folder for bench.json and bench.md")
+    collect.set_defaults(run=run_collect)
 
 
 def _common(parser, suite: str, data_help: str) -> None:
@@ -67,6 +76,23 @@ def run(args) -> None:
     from alter.pipelines.bench import markdown, run_bench
 
     print(markdown(run_bench(plan_from(args))), end="")
+
+
+def run_collect(args) -> None:
+    import json
+    from pathlib import Path
+
+    from alter.errors import UserError
+    from alter.io import check_output_dir
+    from alter.pipelines.bench import collect_bench, markdown
+
+    try:
+        listing = json.loads(Path(args.listing).read_text())
+    except (OSError, ValueError) as error:
+        raise UserError(f"{args.listing}: cannot read a JSON list of runs ({error})") from None
+    if not isinstance(listing, list) or not all(isinstance(entry, dict) for entry in listing):
+        raise UserError(f"{args.listing}: expected a JSON list of objects")
+    print(markdown(collect_bench(listing, Path(check_output_dir(args.out)))), end="")
 
 
 def plan_from(args):

@@ -194,17 +194,57 @@ def run_bench(plan: BenchPlan) -> dict:
         for name in ("target", "retain"):
             units.append({"world": world.name, "tuning": world.tuning, "seed": None, "run": name,
                           "protocol": "forget", **references[world.name][name]})
-    if plan.suite == "tofu":
-        _add_undone(units)
-    bench = {"suite": plan.suite, "model": plan.model, "forget_split": plan.forget_split, "precision": plan.precision,
+    about = {"suite": plan.suite, "model": plan.model, "forget_split": plan.forget_split, "precision": plan.precision,
              "seeds": plan.seeds, "worlds": [vars(world) for world in plan.worlds], "protocols": list(plan.protocols),
-             "variants": [vars(variant) for variant in plan.variants], "units": units,
+             "variants": [vars(variant) for variant in plan.variants],
+             "data": plan.worlds[0].data if len(plan.worlds) == 1 else str(plan.out / "worlds")}
+    return _write_bench(plan.out, about, units)
+
+
+def _write_bench(out: Path, about: dict, units: list[dict]) -> dict:
+    """bench.json (every unit, the rows over held-out worlds and apart those of the tuning world) and bench.md."""
+    if about["suite"] == "tofu":
+        _add_undone(units)
+    tuning = any(unit["tuning"] for unit in units)
+    bench = {**about, "units": units,
              "rows": aggregate_rows(units, tuning=False) or aggregate_rows(units, tuning=True),
-             "tuning_rows": aggregate_rows(units, tuning=True) if any(w.tuning for w in plan.worlds) else None}
-    bench["data"] = plan.worlds[0].data if len(plan.worlds) == 1 else str(plan.out / "worlds")
-    write_json(plan.out / "bench.json", bench)
-    write_text(plan.out / "bench.md", markdown(bench))
+             "tuning_rows": aggregate_rows(units, tuning=True) if tuning else None}
+    write_json(out / "bench.json", bench)
+    write_text(out / "bench.md", markdown(bench))
     return bench
+
+
+COLLECT_FIELDS = ("world", "run", "run_dir", "eval_dir")
+
+
+def collect_bench(listing: list[dict], out: Path, suite_name: str = "tofu") -> dict:
+    """bench.json and bench.md over runs made outside one bench (`alter unlearn` and `alter eval`, e.g. a new default
+    beside earlier benches' baselines), computed as a bench computes them. Each entry names its world, run, run_dir
+    (the run's or model's folder, with manifest.json), eval_dir, and optionally seed and tuning (true for the tuning
+    world); each world needs a `target` and a `retain` entry (the retain model evaluated against its own log)."""
+    suite = get_suite(suite_name)
+    units = []
+    for number, entry in enumerate(listing, 1):
+        missing = [key for key in COLLECT_FIELDS if not entry.get(key)]
+        if missing:
+            raise UserError(f"entry {number}: missing {', '.join(missing)}")
+        eval_dir, run_dir = Path(entry["eval_dir"]), Path(entry["run_dir"])
+        for path in (eval_dir / suite.summary_file, eval_dir / suite.log_file, run_dir / "manifest.json"):
+            if not path.is_file():
+                raise UserError(f"entry {number} ({entry['world']}/{entry['run']}): no {path}")
+        reference = entry["run"] in ("target", "retain")
+        units.append({"world": entry["world"], "tuning": bool(entry.get("tuning", False)),
+                      "seed": None if reference else entry.get("seed", 0), "run": entry["run"], "protocol": "forget",
+                      **_row(eval_dir, run_dir, suite)})
+    for world in dict.fromkeys(unit["world"] for unit in units):
+        names = {unit["run"] for unit in units if unit["world"] == world}
+        if not {"target", "retain"} <= names:
+            raise UserError(f"world {world}: needs a 'target' and a 'retain' entry")
+    about = {"suite": suite_name, "collected": [dict(entry) for entry in listing],
+             "seeds": sorted({unit["seed"] for unit in units if unit["seed"] is not None}),
+             "worlds": [{"name": w, "tuning": any(u["tuning"] for u in units if u["world"] == w)}
+                        for w in dict.fromkeys(unit["world"] for unit in units)]}
+    return _write_bench(out, about, units)
 
 
 def _check_sequential_variants(plan: BenchPlan) -> None:
