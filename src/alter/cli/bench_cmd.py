@@ -1,4 +1,5 @@
-"""`alter bench tofu|muse|wmdp`: methods side by side, over worlds and seeds, with intervals."""
+"""`alter bench tofu|muse|wmdp`: methods side by side, over worlds and seeds, with intervals; `alter bench collect`:
+the same tables over runs made outside one bench."""
 
 from __future__ import annotations
 
