@@ -217,12 +217,12 @@ def _write_bench(out: Path, about: dict, units: list[dict]) -> dict:
 COLLECT_FIELDS = ("world", "run", "run_dir", "eval_dir")
 
 
-def collect_bench(listing: list[dict], out: Path, suite_name: str = "tofu") -> dict:
-    """bench.json and bench.md over runs made outside one bench (`alter unlearn` and `alter eval`, e.g. a new default
-    beside earlier benches' baselines), computed as a bench computes them. Each entry names its world, run, run_dir
-    (the run's or model's folder, with manifest.json), eval_dir, and optionally seed and tuning (true for the tuning
-    world); each world needs a `target` and a `retain` entry (the retain model evaluated against its own log)."""
-    suite = get_suite(suite_name)
+def collect_bench(listing: list[dict], out: Path) -> dict:
+    """TOFU's bench.json and bench.md over runs made outside one bench (`alter unlearn` and `alter eval tofu`, e.g. a
+    new default beside earlier benches' baselines), computed as a bench computes them. Each entry names its world,
+    run, run_dir (the run's or model's folder, with manifest.json), eval_dir, and optionally seed and tuning (true for
+    the tuning world); each world needs a `target` and a `retain` entry (the retain model against its own log)."""
+    suite = get_suite("tofu")
     units = []
     for number, entry in enumerate(listing, 1):
         missing = [key for key in COLLECT_FIELDS if not entry.get(key)]
@@ -236,14 +236,15 @@ def collect_bench(listing: list[dict], out: Path, suite_name: str = "tofu") -> d
         units.append({"world": entry["world"], "tuning": bool(entry.get("tuning", False)),
                       "seed": None if reference else entry.get("seed", 0), "run": entry["run"], "protocol": "forget",
                       **_row(eval_dir, run_dir, suite)})
-    for world in dict.fromkeys(unit["world"] for unit in units):
-        names = {unit["run"] for unit in units if unit["world"] == world}
-        if not {"target", "retain"} <= names:
+    worlds = {}
+    for unit in units:
+        worlds.setdefault(unit["world"], []).append(unit)
+    for world, mine in worlds.items():
+        if not {"target", "retain"} <= {unit["run"] for unit in mine}:
             raise UserError(f"world {world}: needs a 'target' and a 'retain' entry")
-    about = {"suite": suite_name, "collected": [dict(entry) for entry in listing],
+    about = {"suite": "tofu", "collected": listing,
              "seeds": sorted({unit["seed"] for unit in units if unit["seed"] is not None}),
-             "worlds": [{"name": w, "tuning": any(u["tuning"] for u in units if u["world"] == w)}
-                        for w in dict.fromkeys(unit["world"] for unit in units)]}
+             "worlds": [{"name": world, "tuning": any(unit["tuning"] for unit in mine)} for world, mine in worlds.items()]}
     return _write_bench(out, about, units)
 
 
