@@ -334,7 +334,7 @@ def test_scoring_records_which_forget_head_acted_on_each_answer_token(tiny_runs,
 # --- training -----------------------------------------------------------------------------------------------------
 
 
-def short_alter_run(tiny_runs, small_world, overrides):
+def short_alter_run(tiny_runs, small_world, overrides, unseen: bool = True):
     model, tokenizer = fresh_target(tiny_runs)
     data = from_tofu(str(small_world), "forget10", "retain90")
     encode = lambda rows: [encode_qa(tokenizer, r["question"], r["answer"]) for r in rows]  # noqa: E731
@@ -344,25 +344,27 @@ def short_alter_run(tiny_runs, small_world, overrides):
     base = {name: p.detach().clone() for name, p in model.named_parameters()}
     before = np.mean([s.nll for s in score_answers(model, forget, tokenizer.pad_token_id)])
     setup = Setup(model, tokenizer, forget, retain, None, source, recipe.params, 0.0, 0, "fp32", LoraChoice(),
-                  fit_retain=data.fit_retain, item_groups=data.groups)
+                  fit_retain=data.fit_retain, item_groups=data.groups, unseen=encode(data.unseen) if unseen else [])
     plan = get_method("alter").prepare(setup)
     from alter.training.finetune import make_accelerator
     from alter.training.loop import train
 
     accelerator = make_accelerator("fp32", find_unused_parameters=True)
+    plan.curves = []
     for phase in plan.phases:
         config = recipe.train if phase.epochs is None else \
             __import__("dataclasses").replace(recipe.train, epochs=phase.epochs)
-        train(plan.model, phase.objective, source, config, accelerator, param_groups=phase.param_groups)
+        plan.curves.append(train(plan.model, phase.objective, source, config, accelerator,
+                                 param_groups=phase.param_groups).loss_curve)
     after = np.mean([s.nll for s in score_answers(model, forget, tokenizer.pad_token_id)])
     return model, base, before, after, plan, data
 
 
 @pytest.mark.parametrize("router", ROUTERS)
 def test_training_lowers_forget_probability_and_leaves_base_weights_bitwise_unchanged(router, tiny_runs, small_world):
-    model, base, before, after, plan, _ = short_alter_run(
+    model, base, before, after, plan, data = short_alter_run(
         tiny_runs, small_world, ["train.max_steps=4", "params.lr_b=0.05", "params.threshold_quantile=0.7",
-                                 "params.forget_heads=2", f"params.router={router}"])
+                                 "params.forget_heads=2", f"params.router={router}", "params.forget_floor=unseen"])
     assert after > before  # mean forget answer NLL up = probability down, routed as at inference
     for name, param in model.named_parameters():
         if name in base:
@@ -373,6 +375,47 @@ def test_training_lowers_forget_probability_and_leaves_base_weights_bitwise_unch
     assert [phase.name for phase in plan.phases] == ["phase1", "phase2"]
     eos = fresh_target(tiny_runs)[1].eos_token_id
     assert eos in plan.phases[1].objective.__self__.end_ids  # the forget loss leaves the end of an answer alone
+    floor = facts["forget_floor"]  # the holdout split is the unseen rows; the target knows its forget answers better
+    assert floor["kind"] == "unseen" and floor["unseen_rows"] == len(data.unseen) == 20
+    assert floor["forget_mean_logprob"] > floor["unseen_mean_logprob"] and floor["items_above_floor"] > 0.5
+    assert all(0 <= point["forget_rows_pushed"] + point["forget_rows_pulled"] <= 1 for point in plan.curves[1])
+
+
+def test_without_unseen_rows_the_forget_loss_has_no_floor_and_says_so(tiny_runs, small_world, capsys):
+    _, _, _, _, plan, _ = short_alter_run(tiny_runs, small_world, ["train.max_steps=1", "params.forget_heads=2",
+                                                                   "params.forget_floor=unseen"], unseen=False)
+    assert plan.facts["alter"]["forget_floor"]["kind"] == "none" and "no unseen rows" in capsys.readouterr().err
+    assert plan.phases[1].objective.__self__.floors is None
+
+
+def test_unseen_floors_send_each_forget_item_to_the_unseen_quantile_of_its_rank():
+    """Hand computation: items' own-format log-probabilities -0.1, -0.5, -0.2 rank 3, 1, 2 of 3, so they stop at the
+    unseen rows' quantiles 5/6, 1/6, 1/2: -1.5, -3.5, -2.5 (linear interpolation over -4, -3, -2, -1). Their
+    second rows drop by as much (1.4, 3.0, 2.3); an item already below its quantile (-6) has none (left alone)."""
+    from alter.methods.alter.floor import unseen_floors
+
+    forget = np.array([-0.1, -0.3, -0.5, -0.4, -0.2, -0.9])
+    floors = unseen_floors(forget, np.array([-1.0, -4.0, -2.0, -3.0]), variants=2)
+    np.testing.assert_allclose(floors, [-1.5, -1.7, -3.5, -3.4, -2.5, -3.2])
+    below = unseen_floors(np.array([-6.0, -0.5]), np.array([-1.0, -4.0, -2.0, -3.0]), variants=1)
+    assert np.isnan(below[0]) and below[1] == pytest.approx(-1.75)  # quantile 3/4 of the unseen rows
+
+
+def test_the_forget_loss_pushes_rows_above_their_floor_and_pulls_back_those_below():
+    """Row 0 puts p = 1/2 then 1/4 on its answer tokens (mean log -1.04); row 1 puts 1/4 on its one answer token
+    (-1.386); the position after the answer is not counted."""
+    logits = torch.zeros(2, 3, 4)
+    logits[0, 0, 1] = np.log(3.0)
+    targets = torch.tensor([[1, 2, 0], [3, -100, -100]])
+    answer = torch.tensor([[True, True, False], [True, False, False]])
+    objective = ALTERObjective.__new__(ALTERObjective)
+    for floors, expected in (([-1.1, -1.3], [1, -1]), ([-1.0, -1.5], [-1, 1]), (None, [1, 1])):
+        objective.floors = None if floors is None else torch.tensor(floors)
+        assert objective.floor_direction(logits, targets, answer, torch.tensor([0, 1])).tolist() == expected
+    objective.floors = torch.tensor([9.0, -1.1, -1.3])  # floors are per forget row, looked up by the batch's index
+    assert objective.floor_direction(logits, targets, answer, torch.tensor([1, 2])).tolist() == [1, -1]
+    objective.floors = torch.tensor([float("nan"), -1.5])  # no floor: the row is left alone
+    assert objective.floor_direction(logits, targets, answer, torch.tensor([0, 1])).tolist() == [0, 1]
 
 
 def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_runs, small_world):
@@ -393,6 +436,7 @@ def test_recipe_defaults_follow_the_paper_where_it_speaks():
     assert (p.rank, p.lr_a, p.top_k_high, p.temperature_high, p.temperature_low) == (8, 1e-5, 3, 0.8, 0.01)
     assert (p.forget_weight, p.retain_weight, p.regulariser_weight, p.threshold) == (1.0, 1.0, 0.01, 1.2)
     assert p.lr_b == 2e-3 and build_recipe("alter", None, paper_overrides()).params.lr_b == 1e-3  # ours, the paper's
+    assert (p.forget_floor, p.retain_loss) == ("none", "nll")  # measured switches, off by default (docs/method.md)
 
 
 def test_options_alter_cannot_honour_are_refused():
@@ -400,8 +444,10 @@ def test_options_alter_cannot_honour_are_refused():
         build_recipe("alter", None, ["lora.enabled=true"])
     with pytest.raises(UserError, match="learning_rate does not apply"):
         build_recipe("alter", None, ["train.learning_rate=1e-4"])
-    with pytest.raises(UserError, match="params.router"):
-        build_recipe("alter", None, ["params.router=global"])
+    for key, value in (("router", "global"), ("forget_floor", "holdout"), ("retain_loss", "mse"),
+                       ("forget_loss", "ga"), ("router_training", "never")):
+        with pytest.raises(UserError, match=f"params.{key}"):
+            build_recipe("alter", None, [f"params.{key}={value}"])
     assert "lora" not in build_recipe("alter", None, []).as_dict()
     assert "learning_rate" not in build_recipe("alter", None, []).as_dict()["train"]
 
@@ -431,9 +477,10 @@ def test_joint_batch_gives_each_part_the_logits_of_its_own_forward(tiny_runs, sm
     assert torch.equal(joint["labels"][row_spans([forget, retain])[0], : forget["labels"].shape[1]], forget["labels"])
 
 
-@pytest.mark.parametrize("router", ROUTERS)
-def test_losses_read_the_same_positions_when_the_output_layer_skips_prompts(router, tiny_runs, small_world,
-                                                                            monkeypatch, random_alter_adapter):
+@pytest.mark.parametrize("router,retain_loss", [(router, "nll") for router in ROUTERS] + [("content", "kl")])
+def test_losses_read_the_same_positions_when_the_output_layer_skips_prompts(router, retain_loss, tiny_runs,
+                                                                            small_world, monkeypatch,
+                                                                            random_alter_adapter):
     from alter.methods.alter import objective as alter_objective
 
     model, tokenizer = fresh_target(tiny_runs)
@@ -446,8 +493,8 @@ def test_losses_read_the_same_positions_when_the_output_layer_skips_prompts(rout
                  for kind, items in (("forget", forget), ("retain", retain))}
     gate_on = {kind: [(torch.rand(len(item.input_ids), 2, generator=generator) > 0.5).numpy() for item in items]
                for kind, items in (("forget", forget), ("retain", retain))}
-    objective = ALTERObjective(adapter, ALTERParams(router=router), entropies, torch.tensor([0, 1] * 4),
-                               threshold=1.0, gate_on=gate_on)
+    objective = ALTERObjective(adapter, ALTERParams(router=router, retain_loss=retain_loss), entropies,
+                               torch.tensor([0, 1] * 4), threshold=1.0, gate_on=gate_on)
     batch = UnlearnBatches(forget, retain, None, 4, 0, tokenizer.pad_token_id).batch(0, 0)
 
     def losses():
@@ -459,6 +506,27 @@ def test_losses_read_the_same_positions_when_the_output_layer_skips_prompts(rout
     monkeypatch.setattr(alter_objective, "first_answer_position", lambda labels: 0)  # every position
     every_position = losses()
     assert skipping == pytest.approx(every_position, rel=1e-5, abs=1e-6)
+    assert skipping[2] > 1e-4  # the retain loss: NLL, or KL from the target, which the random heads move away from
+
+
+def test_the_kl_retain_loss_is_zero_where_the_adapter_equals_the_target(tiny_runs, small_world):
+    """Zero-initialised heads leave the model equal to the target: KL(target || adapted) on retain answers is 0 (the
+    NLL is not), so the KL retain loss reads the frozen target, not the labels."""
+    model, tokenizer = fresh_target(tiny_runs)
+    adapter = AlterModel(model, AlterConfig(forget_heads=2, router="none"))
+    data = TofuData(str(small_world))
+    forget, retain = ([encode_qa(tokenizer, r["question"], r["answer"]) for r in data.load(split)[:8]]
+                      for split in ("forget10", "retain90"))
+    entropies = {"forget": [torch.zeros(len(i.input_ids)) for i in forget],
+                 "retain": [torch.zeros(len(i.input_ids)) for i in retain]}
+    batch = UnlearnBatches(forget, retain, None, 4, 0, tokenizer.pad_token_id).batch(0, 0)
+    losses = {}
+    for retain_loss in ("kl", "nll"):
+        objective = ALTERObjective(adapter, ALTERParams(router="none", retain_loss=retain_loss), entropies,
+                                   torch.tensor([0, 1] * 4), threshold=1.0)
+        with torch.no_grad():
+            losses[retain_loss] = objective.phase2(model, batch)[1]["retain_loss"]
+    assert losses["kl"] == pytest.approx(0.0, abs=1e-5) and losses["nll"] > 0.1
 
 
 def test_content_routes_read_every_head_the_gate_switches_on_and_train_only_the_own_head():

@@ -347,6 +347,8 @@ def test_inverse_hinge_masked_nll_and_kl_against_hand_computations():
     mask = torch.tensor([[True, True, False]])
     # position 0: 1 + 0.6 - 0.3; position 1: 1 + 0.3 - 0.5; position 2 masked out
     assert inverse_hinge(logits, targets, mask).item() == pytest.approx(((1.3) + (0.8)) / 2, rel=1e-5)
+    pull_second = torch.tensor([[1.0, -1.0, 1.0]])  # position 1 pulled back up: its term is negated
+    assert inverse_hinge(logits, targets, mask, direction=pull_second).item() == pytest.approx((1.3 - 0.8) / 2)
     assert masked_nll(logits, targets, mask).item() == pytest.approx(-(math.log(0.6) + math.log(0.3)) / 2, rel=1e-5)
     reference = torch.log(torch.tensor([[[0.2, 0.2, 0.6], [0.2, 0.5, 0.3], [1 / 3, 1 / 3, 1 / 3]]]))
     p, q = [0.2, 0.2, 0.6], [0.6, 0.3, 0.1]

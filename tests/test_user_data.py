@@ -92,6 +92,22 @@ def test_bad_forget_files_are_one_line(content, name, message, tiny_runs, tmp_pa
     assert not (tmp_path / "out").exists()
 
 
+def test_unseen_rows_come_from_the_holdout_split_or_a_file(user_files, small_world, tiny_runs):
+    """What ALTER's forget floor reads (params.forget_floor): TOFU's holdout split beside forgetXX, or --unseen FILE."""
+    from alter.data.sources import from_tofu
+
+    data = from_tofu(str(small_world), "forget10", "retain90")
+    assert data.unseen == [{"question": r["question"], "answer": r["answer"]}
+                           for r in TofuData(str(small_world)).load("holdout10")]
+    assert data.origin["unseen_split"] == "holdout10"
+    files = from_files(str(user_files / "forget.json"), None, Columns("q", "a"), str(user_files / "holdout.csv"))
+    assert len(files.unseen) == 10 and files.origin["unseen_file"].endswith("holdout.csv")
+    result = alter("unlearn", "--model", tiny_runs / "target", "--data", small_world, "--unseen",
+                   user_files / "holdout.csv", "--method", "alter", "--out", user_files / "o", check=False)
+    assert_one_line_error(result, "--unseen FILE go with --forget FILE")
+    assert not (user_files / "o").exists()
+
+
 def test_overlapping_files_and_a_method_without_retain_data(user_files, tiny_runs):
     result = alter("unlearn", "--model", tiny_runs / "target", "--forget", user_files / "forget.json", "--retain",
                    user_files / "forget.json", "--question-column", "q", "--answer-column", "a", "--method", "npo",

@@ -22,6 +22,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--retain-split", help="retain split of --data (default: the complement, e.g. retain90)")
     parser.add_argument("--forget", metavar="FILE", help="your own forget rows (instead of --data)")
     parser.add_argument("--retain", metavar="FILE", help="your own retain rows, kept while forgetting")
+    parser.add_argument("--unseen", metavar="FILE",
+                        help="rows like the forget rows that the model never saw (with --forget): ALTER's forgetting "
+                             "stops at their likelihood (params.forget_floor); with --data, the holdout split")
     parser.add_argument("--question-column", default="question", help="question column of the files")
     parser.add_argument("--answer-column", default="answer", help="answer column of the files")
     parser.add_argument("--text-column", default="text", help="text column of the files (plain-text rows)")
@@ -79,10 +82,12 @@ def unlearn_data(args, recipe):
     if args.forget:
         if args.data:
             raise UserError("--forget FILE and --data DIR: give one source of forget rows")
-        return from_files(args.forget, args.retain, Columns(args.question_column, args.answer_column, args.text_column))
+        return from_files(args.forget, args.retain, Columns(args.question_column, args.answer_column, args.text_column),
+                          args.unseen)
     if not args.data:
         raise UserError("--data DIR (a TOFU-format folder) or --forget FILE is required")
-    if args.retain:
-        raise UserError("--retain FILE goes with --forget FILE; with --data use --retain-split")
+    if args.retain or args.unseen:
+        raise UserError("--retain and --unseen FILE go with --forget FILE; with --data use --retain-split (the "
+                        "holdout split is the unseen rows)")
     retain = args.retain_split or retain_split_for(args.forget_split)
     return from_tofu(args.data, args.forget_split, retain, needs_retain)

@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alter.data.splits import holdout_split_for
 from alter.data.tofu import TofuData
 from alter.errors import UserError
 
@@ -40,6 +41,7 @@ class UnlearnData:
     refusals: list[str] = field(default_factory=lambda: list(DEFAULT_REFUSALS))
     evaluation_questions: frozenset = frozenset()  # retain questions the evaluation reads: never fitted on
     groups: list[int] | None = None  # each forget row's subject (TOFU: its author), for diagnostics
+    unseen: list[dict] = field(default_factory=list)  # rows the model never saw (TOFU: the holdout split)
 
     @property
     def fit_retain(self) -> list[int]:
@@ -60,24 +62,36 @@ def from_tofu(root: str, forget_split: str, retain_split: str, with_retain: bool
     per_author = TofuData.questions_per_author(root) if data.is_local else TOFU_QUESTIONS_PER_AUTHOR
     full_size = len(data.load("full")) if data.has("full") else len(forget)
     first = full_size - len(forget)  # forget splits are the last authors of `full`
+    unseen_split = _holdout_of(forget_split)
+    unseen = [_row(row) for row in data.load(unseen_split)] if unseen_split and data.has(unseen_split) else []
     return UnlearnData(
         forget, retain, {"data": str(root), "forget_split": forget_split, "retain_split": retain_split,
-                         "forget_retain_overlap": overlap},
+                         "forget_retain_overlap": overlap, "unseen_split": unseen_split if unseen else None},
         data.fingerprint([forget_split] + ([retain_split] if with_retain else [])),
         data.refusals() or list(DEFAULT_REFUSALS), evaluation,
-        None if any("text" in row for row in forget) else [(first + i) // per_author for i in range(len(forget))])
+        None if any("text" in row for row in forget) else [(first + i) // per_author for i in range(len(forget))],
+        unseen)
 
 
-def from_files(forget_file: str, retain_file: str | None, columns: Columns) -> UnlearnData:
+def _holdout_of(forget_split: str) -> str | None:
+    try:
+        return holdout_split_for(forget_split)
+    except UserError:  # not a forgetXX split: no holdout to pair with it
+        return None
+
+
+def from_files(forget_file: str, retain_file: str | None, columns: Columns,
+               unseen_file: str | None = None) -> UnlearnData:
     forget = read_rows_file(forget_file, columns, "--forget")
     retain = read_rows_file(retain_file, columns, "--retain") if retain_file else []
+    unseen = read_rows_file(unseen_file, columns, "--unseen") if unseen_file else []
     overlap = _overlap(forget, retain)
     if overlap:
         raise UserError(f"{retain_file}: {overlap} rows also appear in {forget_file}; remove them from one file "
                         "(a row cannot be both forgotten and kept)")
     digest = hashlib.sha256(json.dumps([forget, retain], sort_keys=True).encode()).hexdigest()[:16]
     return UnlearnData(forget, retain, {"forget_file": str(forget_file), "retain_file": retain_file,
-                                        "columns": vars(columns)}, digest)
+                                        "unseen_file": unseen_file, "columns": vars(columns)}, digest, unseen=unseen)
 
 
 def read_rows_file(path: str, columns: Columns, option: str) -> list[dict]:

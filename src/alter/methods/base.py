@@ -54,6 +54,7 @@ class Setup:
     base_model: str = ""
     item_groups: list[int] | None = None  # forget items' subjects (e.g. TOFU authors), for diagnostics
     variants: int = 1  # items are rows in this many contexts each, row-major (data/contexts.py)
+    unseen: list[EncodedQA] = field(default_factory=list)  # rows the model never saw, in the default format
 
 
 @dataclass

@@ -26,10 +26,11 @@ def masked_kl(reference_logits: torch.Tensor, logits: torch.Tensor, mask: torch.
 
 
 def inverse_hinge(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-                  stop_at_top: bool = False) -> torch.Tensor:
+                  stop_at_top: bool = False, direction: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over masked positions of 1 + p(y) - max_{v != y} p(v) (LoKU's form): pushes the true token down and
     the best competitor up. `stop_at_top`: max(0, p(y) - max_{v != y} p(v)) instead, which stops pushing a token
-    once another one is more likely (the same gradient until then)."""
+    once another one is more likely (the same gradient until then). `direction` (same shape as `mask`): +1 pushes a
+    position's true token down, -1 pulls it back up (its term is negated)."""
     if not mask.any():
         return _nothing(logits)
     probs = torch.softmax(logits[mask].float(), dim=-1)
@@ -37,4 +38,5 @@ def inverse_hinge(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tenso
     p_true = probs.gather(-1, y[:, None]).squeeze(-1)
     p_other = probs.scatter(-1, y[:, None], 0.0).max(-1).values
     margin = p_true - p_other
-    return (margin.clamp_min(0.0) if stop_at_top else 1.0 + margin).mean()
+    values = margin.clamp_min(0.0) if stop_at_top else 1.0 + margin
+    return (values if direction is None else values * direction[mask]).mean()

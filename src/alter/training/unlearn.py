@@ -70,7 +70,8 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
                   sharded=accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED),
                   fit_retain=None if windows else [r * variants + v for r in data.fit_retain for v in range(variants)],
                   base_model=model_spec, item_groups=None if windows or data.groups is None
-                  else [g for g in data.groups for _ in range(variants)], variants=variants)
+                  else [g for g in data.groups for _ in range(variants)], variants=variants,
+                  unseen=encode_rows(tokenizer, data.unseen))
     plan = method.prepare(setup)
     trainable = {id(p): p.numel() for phase in plan.phases for group in phase.param_groups for p in group["params"]}
     parameters = {"total": count_parameters(plan.model)["total"], "trainable": sum(trainable.values())}
@@ -88,6 +89,7 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
         parameters=parameters, result=combined(results, [phase.name for phase in plan.phases]),
         method=method.name, base_model=model_spec, output=plan.output, **data.origin,
         data_fingerprint=data.fingerprint, forget_rows=len(data.forget), retain_rows=len(data.retain),
+        unseen_rows=len(data.unseen),
         recipe=recipe.as_dict(), **({"learning_rate": config.learning_rate} if method.uses_learning_rate else {}),
         **plan.facts)
     if accelerator.is_main_process:

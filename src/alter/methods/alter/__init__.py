@@ -9,7 +9,8 @@ docs/method.md has the method as implemented, each gap of the paper, the switch 
    Phase I: A (lr_a) and the retain head (lr_b) learn NLL on high-entropy answer tokens;
    Phase II: forget heads learn the inverse hinge on their own sub-domain's low-entropy tokens, the retain head NLL
    on retain answers, A from high-entropy tokens only, a KL regulariser keeps high-entropy forget tokens at the
-   frozen model's distribution, and a 'layer' router learns its routes.
+   frozen model's distribution, and a 'layer' router learns its routes. With `params.forget_floor=unseen` the
+   forget loss holds each row at the likelihood unseen rows' answers have (`floor.py`).
 
 With `params.extend=ADAPTER` the forget set is a new request added to an earlier adapter (`prepare_request`): new
 forget heads and gate rows for it, and only the new heads train (docs/method.md, "Sequential requests").
@@ -30,6 +31,7 @@ from alter.adapters.gates import ContentGate, SharedRouter
 from alter.adapters.model import AlterModel, default_gate_layer, is_alter_adapter
 from alter.entropy import EntropySettings, threshold_from
 from alter.errors import UserError
+from alter.methods.alter.floor import floor_facts, unseen_floors
 from alter.methods.alter.gate_fit import fit_content_gate, fit_shared_router
 from alter.methods.alter.objective import ALTERObjective
 from alter.methods.alter.params import ALTERParams
@@ -49,6 +51,7 @@ def prepare(setup: Setup) -> Plan:
     entropy = EntropySettings(params.entropy, params.q, params.threshold, params.entropy_guidance)
     reads = _gate_reads(model, params)
     forget = item_statistics(model, setup.forget, pad, setup.precision, entropy, pooled=True, feature_layer=reads)
+    floors, floor = _floors(setup, params, forget, entropy)
     # Sub-domains are of rows: clustered on each row's own format, shared by its other contexts.
     rows, clustering = choose_subdomains(forget.pooled[:: setup.variants], params.forget_heads,
                                          params.max_forget_heads, setup.seed)
@@ -76,7 +79,7 @@ def prepare(setup: Setup) -> Plan:
                  for f in forget.features]
         gate_on = {"forget": [on.numpy() for on in fires], "retain": retain.features}
     objective = ALTERObjective(adapter, params, {"forget": forget.entropy, "retain": retain.entropy},
-                               torch.as_tensor(domains), entropy.threshold, gate_on, _end_ids(setup))
+                               torch.as_tensor(domains), entropy.threshold, gate_on, _end_ids(setup), floors)
     phases = [Phase("phase1", objective.phase1, [{"params": adapter.parameters("lora_A"), "lr": params.lr_a},
                                                 {"params": adapter.parameters("retain_B"), "lr": params.lr_b}],
                     epochs=params.phase1_epochs),
@@ -90,7 +93,7 @@ def prepare(setup: Setup) -> Plan:
               file=sys.stderr)
     facts = {"entropy_threshold": entropy.threshold,
              "high_entropy_fraction": float(high.float().mean()) if params.entropy_guidance else 0.0,
-             "clustering": clustering, "gate": gate_facts, "gate_layer": adapter.gate_layer,
+             "clustering": clustering, "gate": gate_facts, "gate_layer": adapter.gate_layer, "forget_floor": floor,
              "adapted_layers": len(adapter.layers), "entropy_histogram": _histogram(answer_entropy.numpy())}
     clusters = {str(i): int(d) for i, d in enumerate(rows)}
     return Plan(model, phases, "adapter",
@@ -112,6 +115,7 @@ def prepare_request(setup: Setup, params: ALTERParams) -> Plan:
     reads = earlier["config"]["gate_layer"]
     params = replace(params, router="content", gate_layer=reads)  # the earlier adapter's gate decides
     forget = item_statistics(model, setup.forget, pad, setup.precision, entropy, pooled=True, feature_layer=reads)
+    floors, floor = _floors(setup, params, forget, entropy)
     rows, clustering = choose_subdomains(forget.pooled[:: setup.variants], params.forget_heads,
                                          params.max_forget_heads, setup.seed)
     domains = np.repeat(rows, setup.variants)
@@ -126,16 +130,32 @@ def prepare_request(setup: Setup, params: ALTERParams) -> Plan:
                                                        None), None))[0].cpu() > 0 for f in forget.features]
     objective = ALTERObjective(adapter, params, {"forget": forget.entropy, "retain": retain.entropy},
                                torch.as_tensor(domains + earlier_heads), entropy.threshold,
-                               {"forget": [on.numpy() for on in fires], "retain": retain.features}, _end_ids(setup))
+                               {"forget": [on.numpy() for on in fires], "retain": retain.features}, _end_ids(setup),
+                               floors)
     heads = adapter.parameters("forget_B")
     for parameter in heads:  # earlier requests' heads receive no gradient, hence no update
         parameter.register_hook(lambda grad: torch.cat([torch.zeros_like(grad[:earlier_heads]), grad[earlier_heads:]]))
     phases = [Phase("phase2", objective.phase2, [{"params": heads, "lr": params.lr_b, "weight_decay": 0.0}])]
     facts = {"request": request, "extends": str(folder), "entropy_threshold": entropy.threshold,
-             "clustering": clustering, "gate": gate_facts, "gate_layer": reads, "adapted_layers": len(adapter.layers),
-             "head_requests": adapter.config.requests}
+             "forget_floor": floor, "clustering": clustering, "gate": gate_facts, "gate_layer": reads,
+             "adapted_layers": len(adapter.layers), "head_requests": adapter.config.requests}
     return Plan(model, phases, "adapter",
                 lambda out: adapter.save(out, setup.base_model, {"alter": facts}), {"alter": facts})
+
+
+def _floors(setup: Setup, params: ALTERParams, forget, entropy: EntropySettings) -> tuple[torch.Tensor | None, dict]:
+    """Per forget row, the level its forget loss holds it at (floor.py), from a frozen pass over the unseen rows."""
+    if params.forget_floor == "none":
+        return None, {"kind": "none"}
+    if not setup.unseen:
+        note = ("no unseen rows (TOFU: no holdout split beside the forget split; files: no --unseen FILE): "
+                "the forget loss has no floor")
+        print(f"alter: warning: params.forget_floor=unseen: {note}", file=sys.stderr)
+        return None, {"kind": "none", "note": note}
+    unseen = item_statistics(setup.model, setup.unseen, setup.tokenizer.pad_token_id, setup.precision, entropy)
+    floors = unseen_floors(forget.answer_logprob, unseen.answer_logprob, setup.variants)
+    return torch.as_tensor(floors, dtype=torch.float32), floor_facts(forget.answer_logprob, unseen.answer_logprob,
+                                                                      floors, setup.variants)
 
 
 def _end_ids(setup: Setup) -> tuple[int, ...]:

@@ -60,12 +60,16 @@ def row_spans(batches: list[dict]) -> list[slice]:
 class ALTERObjective:
     """Losses of both phases. Per item, from the frozen pass: `entropies[kind][i]` (each position's entropy) and,
     for the content gate, `gate_on[kind][i]` (whether the gate fires at each position, [tokens, N]). `end_ids`: the
-    tokenizer's special tokens, which the forget loss leaves alone (`forget_positions`)."""
+    tokenizer's special tokens, which the forget loss leaves alone (`forget_positions`). `floors`: per forget row, the
+    mean answer log-probability the forget loss holds it at (floor.py): below it, the loss pulls the row back up;
+    None: no floor."""
 
     def __init__(self, adapter: AlterModel, params: ALTERParams, entropies: dict, domains: torch.Tensor,
-                 threshold: float, gate_on: dict | None = None, end_ids: tuple[int, ...] = ()):
+                 threshold: float, gate_on: dict | None = None, end_ids: tuple[int, ...] = (),
+                 floors: torch.Tensor | None = None):
         self.adapter, self.params, self.entropies = adapter, params, entropies
         self.domains, self.threshold, self.gate_on, self.end_ids = domains, threshold, gate_on, end_ids
+        self.floors = floors
         self.heads = adapter.config.forget_heads
 
     @staticmethod
@@ -163,21 +167,43 @@ class ALTERObjective:
         forget_logits = logits[forget_rows, : forget["input_ids"].shape[1] - start]
         retain_logits = logits[retain_rows, : retain["input_ids"].shape[1] - start]
         targets = next_labels(forget["labels"])[:, start:]
-        forget_loss = inverse_hinge(forget_logits, targets, forget_positions((answer & ~high)[:, start:], targets,
-                                                                             self.end_ids),
-                                    stop_at_top=self.params.forget_loss == "hinge_to_top")
-        keep = torch.arange(start, forget["input_ids"].shape[1], device=forget["input_ids"].device)
-        frozen = logits_at(lambda **extra: self.adapter.frozen_output(forget["input_ids"], forget["attention_mask"],
-                                                                      **extra), model, keep).float()
-        regulariser = masked_kl(frozen, forget_logits, (answer & high)[:, start:])
-        retain_loss = masked_nll(retain_logits, next_labels(retain["labels"])[:, start:],
-                                 predicts_answer(retain["labels"])[:, start:])
+        direction = self.floor_direction(forget_logits, targets, answer[:, start:], batch["forget_index"])
+        forget_loss = inverse_hinge(forget_logits, targets,
+                                    forget_positions((answer & ~high)[:, start:], targets, self.end_ids),
+                                    stop_at_top=self.params.forget_loss == "hinge_to_top",
+                                    direction=direction[:, None].expand_as(targets))
+        regulariser = masked_kl(self._frozen(model, forget, start), forget_logits, (answer & high)[:, start:])
+        retain_answer = predicts_answer(retain["labels"])[:, start:]
+        retain_loss = masked_kl(self._frozen(model, retain, start), retain_logits, retain_answer) \
+            if self.params.retain_loss == "kl" else \
+            masked_nll(retain_logits, next_labels(retain["labels"])[:, start:], retain_answer)
         router_loss = routing.router_loss / max(1, len(self.adapter.layers))
         p = self.params
         loss = (p.forget_weight * forget_loss + p.retain_weight * retain_loss + p.regulariser_weight * regulariser
                 + p.router_weight * router_loss)
         return loss, {"forget_loss": forget_loss.item(), "retain_loss": retain_loss.item(),
-                      "regulariser": regulariser.item(), "router_loss": float(torch.as_tensor(router_loss).detach())}
+                      "regulariser": regulariser.item(), "router_loss": float(torch.as_tensor(router_loss).detach()),
+                      "forget_rows_pushed": (direction > 0).float().mean().item(),
+                      "forget_rows_pulled": (direction < 0).float().mean().item()}
+
+    def _frozen(self, model, part: dict, start: int) -> torch.Tensor:
+        """The frozen target's logits for a part of the batch, from position `start` on."""
+        keep = torch.arange(start, part["input_ids"].shape[1], device=part["input_ids"].device)
+        return logits_at(lambda **extra: self.adapter.frozen_output(part["input_ids"], part["attention_mask"],
+                                                                    **extra), model, keep).float()
+
+    @torch.no_grad()
+    def floor_direction(self, logits: torch.Tensor, targets: torch.Tensor, answer: torch.Tensor,
+                        index: torch.Tensor) -> torch.Tensor:
+        """Per forget row, +1 where the forget loss pushes its answer down (its mean answer log-probability is above
+        its floor, or there are no floors), -1 where it pulls it back up to the floor (it fell below), 0 where the
+        row has no floor (NaN: the target knows it no better than unseen rows)."""
+        if self.floors is None:
+            return torch.ones(len(index), device=logits.device)
+        floors = self.floors.to(logits.device)[index]
+        scores = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp_min(0)[..., None]).squeeze(-1)
+        mean = (scores * answer).sum(1) / answer.sum(1).clamp_min(1)
+        return torch.where(floors.isnan(), 0.0, torch.where(mean > floors, 1.0, -1.0))
 
     def _router_training(self, forget: dict, retain: dict, low_answer: torch.Tensor, index: torch.Tensor) -> dict:
         """'layer' router: the tokens where its softmax weights the heads (`router_training`), and the routes it

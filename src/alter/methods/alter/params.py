@@ -10,10 +10,10 @@ from alter.adapters.config import ROUTERS
 ROUTER_TRAINING = ("routes", "retain", "all")
 # The paper's reading of every gap that has a switch (configs/unlearn/alter-paper.yaml; `alter-paper` in benches):
 # a learned gate per layer with no "no forget head" output, its tempered softmax weighting the heads in training,
-# the retain head trained on retain data only, and the heads' learning rate it states.
+# the retain head trained on retain data only, the heads' learning rate it states, and a forget loss without a floor.
 # Its training sees each row in its own format only (no context variants).
 PAPER = {"router": "layer", "null_output": False, "router_training": "all", "retain_head_on_forget": False,
-         "lr_b": 1e-3}
+         "lr_b": 1e-3, "forget_floor": "none", "retain_loss": "nll"}
 PAPER_TRAIN = {"context_variants": 1}
 
 
@@ -46,7 +46,9 @@ class ALTERParams:
     lr_a: float = 1e-5
     lr_b: float = 2e-3  # paper: 1e-3, at which the heads move forget answers a third of the way (docs/method.md)
     forget_loss: str = "hinge"  # "hinge": 1 + p(y) - max p(other) (paper); "hinge_to_top": stops once y is not top
+    forget_floor: str = "none"  # "unseen": hold forget items at unseen rows' likelihood (floor.py, docs/method.md)
     forget_weight: float = 1.0
+    retain_loss: str = "nll"  # Phase II on retain answers: "nll" (paper) or "kl": KL(target || adapted)
     retain_weight: float = 1.0
     regulariser_weight: float = 0.01
     router_weight: float = 1.0
@@ -59,6 +61,10 @@ class ALTERParams:
             raise ValueError(f"params.router: expected one of {', '.join(ROUTERS)}, got {self.router!r}")
         if self.forget_loss not in ("hinge", "hinge_to_top"):
             raise ValueError(f"params.forget_loss: expected 'hinge' or 'hinge_to_top', got {self.forget_loss!r}")
+        if self.retain_loss not in ("nll", "kl"):
+            raise ValueError(f"params.retain_loss: expected 'nll' or 'kl', got {self.retain_loss!r}")
+        if self.forget_floor not in ("unseen", "none"):
+            raise ValueError(f"params.forget_floor: expected 'unseen' or 'none', got {self.forget_floor!r}")
         if self.router_training not in ROUTER_TRAINING:
             raise ValueError(f"params.router_training: expected one of {', '.join(ROUTER_TRAINING)}, "
                              f"got {self.router_training!r}")

@@ -1,6 +1,7 @@
-"""What ALTER learns about the frozen target before training: per-position token entropies, each forget item's
-mean-pooled last hidden state (for the sub-domains), and the hidden states the gate is fitted on. All come from
-batched frozen forwards (`frozen_batches`), run before the adapter exists."""
+"""What ALTER learns about the frozen target before training: per-position token entropies, each item's mean answer
+log-probability (for the forget floor), each forget item's mean-pooled last hidden state (for the sub-domains), and
+the hidden states the gate is fitted on. All come from batched frozen forwards (`frozen_batches`), run before the
+adapter exists."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ class ItemStatistics:
     entropy: list[torch.Tensor]  # per item: entropy of each position's next-token distribution
     pooled: np.ndarray | None  # per item: mean of the last hidden state over its tokens
     features: list[np.ndarray] | None  # per item: hidden state at `feature_layer` ([tokens, hidden], for a gate)
+    answer_logprob: np.ndarray  # per item: mean log-probability of its answer tokens
 
 
 def item_statistics(model, items: list[EncodedQA], pad_id: int, precision: str, entropy: EntropySettings,
@@ -41,6 +43,7 @@ def item_statistics(model, items: list[EncodedQA], pad_id: int, precision: str, 
     entropies: list = [None] * len(items)
     means: list = [None] * len(items)
     features: list = [None] * len(items)
+    logprobs = np.zeros(len(items))
     hidden = pooled or feature_layer is not None
     for indices, batch, output in frozen_batches(model, items, pad_id, precision, hidden):
         values = entropy.values(output.logits).cpu()
@@ -52,8 +55,16 @@ def item_statistics(model, items: list[EncodedQA], pad_id: int, precision: str, 
         for row, index in enumerate(indices):
             n = len(items[index].input_ids)
             entropies[index] = values[row, :n]
+            logprobs[index] = _answer_logprob(output.logits[row], items[index])
             if pooled:
                 means[index] = output.hidden_states[-1][row, :n].float().mean(0).cpu().numpy()
             if state is not None:
                 features[index] = state[row, :n].cpu().numpy()
-    return ItemStatistics(entropies, np.stack(means) if pooled else None, features if feature_layer is not None else None)
+    return ItemStatistics(entropies, np.stack(means) if pooled else None,
+                          features if feature_layer is not None else None, logprobs)
+
+
+def _answer_logprob(logits: torch.Tensor, item: EncodedQA) -> float:
+    start, answer = item.prompt_length, torch.as_tensor(item.answer_ids, device=logits.device)
+    scores = torch.log_softmax(logits[start - 1 : len(item.input_ids) - 1].float(), dim=-1)
+    return scores.gather(-1, answer[:, None]).mean().item()
