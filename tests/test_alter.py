@@ -388,6 +388,20 @@ def test_without_unseen_rows_the_forget_loss_has_no_floor_and_says_so(tiny_runs,
     assert plan.phases[1].objective.__self__.floors is None
 
 
+def test_the_floors_answer_logprob_is_the_evaluations_mean_answer_nll(tiny_runs, small_world):
+    """The forget floor reads each item's mean answer log-probability from ALTER's frozen pass: the evaluation's
+    scoring (another code path, batched differently) gives the same per-item NLL."""
+    from alter.methods.alter.statistics import item_statistics
+
+    model, tokenizer = fresh_target(tiny_runs)
+    rows = TofuData(str(small_world)).load("holdout10")[:7]
+    items = [encode_qa(tokenizer, r["question"], r["answer"]) for r in rows]
+    stats = item_statistics(model, items, tokenizer.pad_token_id, "fp32", EntropySettings(), answer_logprob=True)
+    expected = [-s.nll for s in score_answers(model, items, tokenizer.pad_token_id, batch_size=3)]
+    np.testing.assert_allclose(stats.answer_logprob, expected, rtol=1e-4)
+    assert item_statistics(model, items, tokenizer.pad_token_id, "fp32", EntropySettings()).answer_logprob is None
+
+
 def test_unseen_floors_send_each_forget_item_to_the_unseen_quantile_of_its_rank():
     """Hand computation: items' own-format log-probabilities -0.1, -0.5, -0.2 rank 3, 1, 2 of 3, so they stop at the
     unseen rows' quantiles 5/6, 1/6, 1/2: -1.5, -3.5, -2.5 (linear interpolation over -4, -3, -2, -1). Their

@@ -23,8 +23,9 @@ def add_parser(commands) -> None:
     parser.add_argument("--forget", metavar="FILE", help="your own forget rows (instead of --data)")
     parser.add_argument("--retain", metavar="FILE", help="your own retain rows, kept while forgetting")
     parser.add_argument("--unseen", metavar="FILE",
-                        help="rows like the forget rows that the model never saw (with --forget): ALTER's forgetting "
-                             "stops at their likelihood (params.forget_floor); with --data, the holdout split")
+                        help="rows like the forget rows that the model never saw (with --forget): with "
+                             "params.forget_floor=unseen, ALTER holds forget answers at their likelihood; with "
+                             "--data, the holdout split")
     parser.add_argument("--question-column", default="question", help="question column of the files")
     parser.add_argument("--answer-column", default="answer", help="answer column of the files")
     parser.add_argument("--text-column", default="text", help="text column of the files (plain-text rows)")

@@ -50,7 +50,8 @@ def prepare(setup: Setup) -> Plan:
     model, pad = setup.model, setup.tokenizer.pad_token_id
     entropy = EntropySettings(params.entropy, params.q, params.threshold, params.entropy_guidance)
     reads = _gate_reads(model, params)
-    forget = item_statistics(model, setup.forget, pad, setup.precision, entropy, pooled=True, feature_layer=reads)
+    forget = item_statistics(model, setup.forget, pad, setup.precision, entropy, pooled=True, feature_layer=reads,
+                             answer_logprob=params.forget_floor == "unseen")
     floors, floor = _floors(setup, params, forget, entropy)
     # Sub-domains are of rows: clustered on each row's own format, shared by its other contexts.
     rows, clustering = choose_subdomains(forget.pooled[:: setup.variants], params.forget_heads,
@@ -114,7 +115,8 @@ def prepare_request(setup: Setup, params: ALTERParams) -> Plan:
     entropy = EntropySettings(**earlier["config"]["entropy"])
     reads = earlier["config"]["gate_layer"]
     params = replace(params, router="content", gate_layer=reads)  # the earlier adapter's gate decides
-    forget = item_statistics(model, setup.forget, pad, setup.precision, entropy, pooled=True, feature_layer=reads)
+    forget = item_statistics(model, setup.forget, pad, setup.precision, entropy, pooled=True, feature_layer=reads,
+                             answer_logprob=params.forget_floor == "unseen")
     floors, floor = _floors(setup, params, forget, entropy)
     rows, clustering = choose_subdomains(forget.pooled[:: setup.variants], params.forget_heads,
                                          params.max_forget_heads, setup.seed)
@@ -152,7 +154,8 @@ def _floors(setup: Setup, params: ALTERParams, forget, entropy: EntropySettings)
                 "the forget loss has no floor")
         print(f"alter: warning: params.forget_floor=unseen: {note}", file=sys.stderr)
         return None, {"kind": "none", "note": note}
-    unseen = item_statistics(setup.model, setup.unseen, setup.tokenizer.pad_token_id, setup.precision, entropy)
+    unseen = item_statistics(setup.model, setup.unseen, setup.tokenizer.pad_token_id, setup.precision, entropy,
+                             answer_logprob=True)
     floors = unseen_floors(forget.answer_logprob, unseen.answer_logprob, setup.variants)
     return torch.as_tensor(floors, dtype=torch.float32), floor_facts(forget.answer_logprob, unseen.answer_logprob,
                                                                       floors, setup.variants)

@@ -33,17 +33,18 @@ class ItemStatistics:
     entropy: list[torch.Tensor]  # per item: entropy of each position's next-token distribution
     pooled: np.ndarray | None  # per item: mean of the last hidden state over its tokens
     features: list[np.ndarray] | None  # per item: hidden state at `feature_layer` ([tokens, hidden], for a gate)
-    answer_logprob: np.ndarray  # per item: mean log-probability of its answer tokens
+    answer_logprob: np.ndarray | None  # per item: mean log-probability of its answer tokens (if asked for)
 
 
 def item_statistics(model, items: list[EncodedQA], pad_id: int, precision: str, entropy: EntropySettings,
-                    pooled: bool = False, feature_layer: int | None = None, gate=None) -> ItemStatistics:
+                    pooled: bool = False, feature_layer: int | None = None, gate=None,
+                    answer_logprob: bool = False) -> ItemStatistics:
     """One frozen pass over `items`. With `gate` (a fitted ContentGate), `features` holds each position's gate
     state instead of hidden states: whether it fires, per head ([tokens, N] booleans)."""
     entropies: list = [None] * len(items)
     means: list = [None] * len(items)
     features: list = [None] * len(items)
-    logprobs = np.zeros(len(items))
+    logprobs = np.zeros(len(items)) if answer_logprob else None
     hidden = pooled or feature_layer is not None
     for indices, batch, output in frozen_batches(model, items, pad_id, precision, hidden):
         values = entropy.values(output.logits).cpu()
@@ -55,7 +56,8 @@ def item_statistics(model, items: list[EncodedQA], pad_id: int, precision: str, 
         for row, index in enumerate(indices):
             n = len(items[index].input_ids)
             entropies[index] = values[row, :n]
-            logprobs[index] = _answer_logprob(output.logits[row], items[index])
+            if logprobs is not None:
+                logprobs[index] = _answer_logprob(output.logits[row], items[index])
             if pooled:
                 means[index] = output.hidden_states[-1][row, :n].float().mean(0).cpu().numpy()
             if state is not None:
