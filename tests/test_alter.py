@@ -378,7 +378,7 @@ def test_training_lowers_forget_probability_and_leaves_base_weights_bitwise_unch
     floor = facts["forget_floor"]  # the holdout split is the unseen rows; the target knows its forget answers better
     assert floor["kind"] == "unseen" and floor["unseen_rows"] == len(data.unseen) == 20
     assert floor["forget_mean_logprob"] > floor["unseen_mean_logprob"] and floor["items_above_floor"] > 0.5
-    assert all(0 <= point["forget_rows_pushed"] + point["forget_rows_pulled"] <= 1 for point in plan.curves[1])
+    assert plan.curves[1][0]["forget_rows_pushed"] > 0  # rows start above their levels: the hinge pushes them
 
 
 def test_without_unseen_rows_the_forget_loss_has_no_floor_and_says_so(tiny_runs, small_world, capsys):
