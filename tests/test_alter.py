@@ -121,6 +121,46 @@ def test_shared_a_gets_no_gradient_from_low_entropy_tokens_and_retain_head_only_
     assert layer.base.weight.grad is None
 
 
+def per_head_reference(layer, x, routing):
+    """The training delta written head by head at full width: each head's output through its own weights where it may
+    learn, through a detached copy elsewhere (what the layer computes in two rank-sized matmuls)."""
+    A, scale = layer.lora_A, layer.config.scale
+    h = torch.where(routing.a_grad[..., None], x @ A.T, (x @ A.T).detach())
+    learns = [routing.retain_grad] + [(routing.head_grad == d + 1) | (routing.head_grad == -1)
+                                      for d in range(layer.config.forget_heads)]
+    heads = [layer.retain_B] + list(layer.forget_B)
+    weights = [torch.ones_like(routing.weights[..., 0])] + list(routing.weights.unbind(-1))
+    delta = sum(w[..., None] * torch.where(learn[..., None], h @ B.T, h @ B.detach().T)
+                for w, learn, B in zip(weights, learns, heads))
+    return layer.base(x) + scale * delta
+
+
+def test_the_training_delta_equals_a_head_by_head_reference_in_value_and_every_gradient():
+    layer, slot = layer_with_random_heads(heads=3)
+    generator = torch.Generator().manual_seed(3)
+    shape = (3, 5)
+    routing = Routing(high=torch.zeros(shape, dtype=torch.bool),
+                      weights=torch.rand(*shape, 3, generator=generator) * (torch.rand(*shape, 3, generator=generator) > 0.3),
+                      a_grad=torch.rand(shape, generator=generator) > 0.5,
+                      retain_grad=torch.rand(shape, generator=generator) > 0.5,
+                      head_grad=torch.randint(-1, 4, shape, generator=generator))
+    x = torch.randn(*shape, 6, generator=generator)
+    upstream = torch.randn(*shape, 5, generator=generator)
+    results = []
+    for compute in (lambda: layer(x), lambda: per_head_reference(layer, x, routing)):
+        layer.zero_grad()
+        slot.routing = routing
+        y = compute()
+        (y * upstream).sum().backward()
+        results.append((y.detach(), {name: p.grad.clone() for name, p in layer.named_parameters() if p.grad is not None}))
+    (y, grads), (y_ref, grads_ref) = results
+    torch.testing.assert_close(y, y_ref)
+    assert grads.keys() == grads_ref.keys() == {"lora_A", "retain_B", "forget_B"}
+    for name in grads:
+        torch.testing.assert_close(grads[name], grads_ref[name])
+    assert all(torch.count_nonzero(g) > 0 for g in grads.values())  # every kind learns somewhere, so masks matter
+
+
 def test_layer_router_learns_from_the_loss_only_where_its_softmax_weights_frozen_heads():
     layer, slot = layer_with_random_heads(router="layer")
     marked = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)

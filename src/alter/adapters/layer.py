@@ -82,9 +82,21 @@ class AlterLayer(nn.Module):
         return route_weights(logits, high, self.config)
 
     def _train_delta(self, x, h, routing: Routing) -> torch.Tensor:
+        """Every head in two matmuls over rank-sized inputs: the head-token pairs that learn go through the heads, the
+        others through their detached copy. Masking per head at full width (one output per head, twice) held most of
+        a SmolLM2 training step's memory (docs/results.md, "ALTER's training memory")."""
         h = torch.where(routing.a_grad[..., None], h, h.detach())
-        retain_B = self.retain_B.to(h.dtype)
-        delta = torch.where(routing.retain_grad[..., None], F.linear(h, retain_B), F.linear(h, retain_B.detach()))
+        gated = self._gate_heads(self._training_weights(x, routing), h)  # [.., 1 + N, r]
+        heads = torch.arange(1, self.config.forget_heads + 1, device=h.device)
+        learns = torch.cat([routing.retain_grad[..., None],
+                            (routing.head_grad[..., None] == heads) | (routing.head_grad == ALL_HEADS)[..., None]], -1)
+        learning = torch.where(learns[..., None], gated, 0.0).flatten(-2)
+        resting = torch.where(learns[..., None], 0.0, gated).flatten(-2)
+        stacked = self._stacked_heads().to(h.dtype)
+        return F.linear(learning, stacked) + F.linear(resting, stacked.detach())
+
+    def _training_weights(self, x, routing: Routing) -> torch.Tensor:
+        """The routes the objective set; at `router_tokens`, this layer's router softmax instead (it learns there)."""
         weights = routing.weights
         if self.router is not None and routing.router_tokens is not None and routing.router_tokens.any():
             logits = F.linear(x.detach(), self.router.to(x.dtype)).float()
@@ -93,26 +105,23 @@ class AlterLayer(nn.Module):
             if routing.router_target is not None and (routing.router_target != -100).any():
                 routing.router_loss = routing.router_loss + F.cross_entropy(
                     logits.flatten(0, 1), routing.router_target.flatten(), ignore_index=-100)
-        for head in range(self.config.forget_heads):
-            weight = weights[..., head]
-            if not weight.any():
-                continue
-            B = self.forget_B[head].to(h.dtype)
-            learns = (routing.head_grad == head + 1) | (routing.head_grad == ALL_HEADS)
-            contribution = torch.where(learns[..., None], F.linear(h, B),
-                                       F.linear(h, B.detach()))
-            delta = delta + weight[..., None].to(h.dtype) * contribution
-        return delta
+        return weights
 
     def _infer_delta(self, x, h, routing: Routing) -> torch.Tensor:
         weights = routing.weights if routing.weights is not None else self.router_weights(x, routing.high)
         if self.slot.recorded is not None:
             self.slot.recorded.append(weights.detach())
-        # One matmul for the retain head and every weighted forget head: [h, w_1 h, ..., w_N h] @ [B_r | B_f1 | ...]^T
+        return F.linear(self._gate_heads(weights, h).flatten(-2), self._stacked_heads().to(h.dtype))
+
+    @staticmethod
+    def _gate_heads(weights: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """[h, w_1 h, ..., w_N h] per token ([.., 1 + N, r]): the retain head always acts, forget head d at weight w_d."""
         gates = torch.cat([torch.ones_like(weights[..., :1]), weights], dim=-1).to(h.dtype)
-        stacked = (gates[..., :, None] * h[..., None, :]).flatten(-2)
-        heads = torch.cat([self.retain_B[None], self.forget_B]).permute(1, 0, 2).flatten(1)
-        return F.linear(stacked, heads.to(h.dtype))
+        return gates[..., :, None] * h[..., None, :]
+
+    def _stacked_heads(self) -> torch.Tensor:
+        """[B_r | B_f1 | ... | B_fN] ([out, (1 + N) r]), so that one matmul applies every gated head."""
+        return torch.cat([self.retain_B[None], self.forget_B]).permute(1, 0, 2).flatten(1)
 
 
 def temperatures(high: torch.Tensor, config: AlterConfig) -> torch.Tensor:
