@@ -12,7 +12,7 @@ from alter.data.batching import UnlearnBatches, collate
 from alter.data.formatting import encode_qa
 from alter.data.sources import from_tofu
 from alter.data.tofu import TofuData
-from alter.entropy import EntropySettings, shannon_entropy, tsallis_entropy
+from alter.entropy import POSITIONS_PER_CHUNK, EntropySettings, shannon_entropy, token_entropy, tsallis_entropy
 from alter.errors import UserError
 from alter.evaluation.scoring import score_answers
 from alter.methods import get_method
@@ -40,6 +40,15 @@ def test_tsallis_and_shannon_against_numpy():
     np.testing.assert_allclose(shannon_entropy(logits).numpy(), -(probs * np.log(probs)).sum(-1), rtol=1e-4)
     np.testing.assert_allclose(tsallis_entropy(logits, 1.0001).numpy(), shannon_entropy(logits).numpy(), rtol=1e-3)
     np.testing.assert_allclose(tsallis_entropy(logits, 1.0).numpy(), shannon_entropy(logits).numpy(), rtol=1e-6)
+
+
+def test_token_entropy_in_chunks_equals_the_whole_batch_at_once():
+    logits = torch.randn(3, POSITIONS_PER_CHUNK, 7, generator=torch.Generator().manual_seed(0))  # 3 chunks
+    torch.testing.assert_close(token_entropy(logits, "tsallis", 1.5), tsallis_entropy(logits, 1.5))
+    torch.testing.assert_close(token_entropy(logits[:, :5], "shannon"), shannon_entropy(logits[:, :5]))
+    assert token_entropy(logits[:, :0]).shape == (3, 0)
+    with pytest.raises(ValueError, match="renyi"):
+        token_entropy(logits, "renyi")
 
 
 def test_entropy_limits_one_hot_and_uniform():
@@ -481,6 +490,24 @@ def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_ru
     # the threshold is calibrated on held-out retain items: it fires on at most 1% of their positions there
     assert gate["calibration"]["items"] > 0 and gate["calibration"]["fire_rate"] <= 0.011
     assert gate["forget_answer_recall"] > 0.5
+
+
+def test_training_routes_are_where_the_fitted_gate_fires_at_inference(tiny_runs, small_world):
+    """prepare computes where the gate fires from the states it was fitted on (one frozen pass over the retain items);
+    the adapter at inference must switch heads on at exactly those positions."""
+    model, _, _, _, plan, data = short_alter_run(tiny_runs, small_world, ["train.max_steps=1", "params.forget_heads=2"])
+    objective = plan.phases[1].objective.__self__
+    tokenizer = fresh_target(tiny_runs)[1]
+    fired = 0
+    for kind, rows in (("forget", data.forget), ("retain", data.retain[:40])):
+        for row, expected in zip(rows, objective.gate_on[kind]):
+            item = encode_qa(tokenizer, row["question"], row["answer"])
+            with objective.adapter.recording(), torch.no_grad():
+                model(input_ids=torch.tensor([item.input_ids]))
+                weights = objective.adapter.slot.recorded[0][0]
+            assert torch.equal(weights, torch.as_tensor(expected).float()), (kind, row["question"])
+            fired += int(kind == "forget" and expected.any())
+    assert fired > len(data.forget) // 2  # the comparison is not between two all-off gates
 
 
 def test_recipe_defaults_follow_the_paper_where_it_speaks():

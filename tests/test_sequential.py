@@ -16,7 +16,8 @@ from alter.data.tofu import TofuData
 from alter.evaluation.scoring import score_answers
 from alter.models import load_model
 from alter.training.recipe import build_recipe
-from alter.training.unlearn import unlearn
+from alter.training.loop import TrainResult
+from alter.training.unlearn import combined, unlearn
 
 QUESTIONS_PER_AUTHOR = 20
 
@@ -64,6 +65,14 @@ def test_a_request_trains_only_its_own_heads(two_requests):
     config = json.loads((root / "r12" / "alter_config.json").read_text())["config"]
     assert config["head_requests"] == [1, 2] and config["forget_heads"] == 2
     assert second["alter"]["request"] == 2
+
+
+def test_the_wall_time_counts_alters_preparation_and_every_phase(two_requests):
+    first = two_requests[3]  # the frozen passes and fits are part of what unlearning costs
+    assert 0 < first["prepare_seconds"] < first["wall_seconds"]
+    phases = [TrainResult(2, 10, 1.5, 100.0), TrainResult(3, 20, 2.25, 120.0)]
+    total = combined(phases, ["phase1", "phase2"], 4.0)
+    assert total.wall_seconds == 7.75 and total.peak_memory_mb == 120.0 and total.steps == 5
 
 
 def test_a_request_forgets_its_own_items(two_requests):

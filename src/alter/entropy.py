@@ -25,12 +25,19 @@ def tsallis_entropy(logits: torch.Tensor, q: float) -> torch.Tensor:
     return (1.0 - torch.exp(q * logp).sum(-1)) / (q - 1.0)
 
 
+POSITIONS_PER_CHUNK = 256  # a float copy of 256 vocabulary-wide distributions is 50 MB for SmolLM2's 49k tokens
+
+
 def token_entropy(logits: torch.Tensor, kind: str = "tsallis", q: float = 1.2) -> torch.Tensor:
-    if kind == "shannon":
-        return shannon_entropy(logits)
-    if kind == "tsallis":
-        return tsallis_entropy(logits, q)
-    raise ValueError(f"entropy kind must be 'tsallis' or 'shannon', got {kind!r}")
+    """Each position's entropy ([...] from [..., vocab]), a chunk of positions at a time: a frozen pass's batch at
+    once needed several float copies of all its logits, the largest allocation of ALTER's preparation."""
+    if kind not in ("tsallis", "shannon"):
+        raise ValueError(f"entropy kind must be 'tsallis' or 'shannon', got {kind!r}")
+    flat = logits.reshape(-1, logits.shape[-1])
+    chunks = [shannon_entropy(chunk) if kind == "shannon" else tsallis_entropy(chunk, q)
+              for chunk in flat.split(POSITIONS_PER_CHUNK)]
+    values = torch.cat(chunks) if chunks else flat.new_zeros(0, dtype=torch.float32)
+    return values.reshape(logits.shape[:-1])
 
 
 @dataclass

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from alter.errors import UserError
 from alter.io import write_json
 from alter.methods.base import Objective
-from alter.resources import peak_memory_mb
+from alter.resources import peak_memory_mb, release_freed_memory
 
 class TrainingDiverged(UserError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
@@ -174,6 +174,7 @@ def train(
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        release_freed_memory()
         state["step"] += 1
         point = {"step": state["step"], "lr": scheduler.get_last_lr()[0], **_mean_logs(window)}
         state["loss_curve"].append(point)

@@ -72,7 +72,9 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
                   base_model=model_spec, item_groups=None if windows or data.groups is None
                   else [g for g in data.groups for _ in range(variants)], variants=variants,
                   unseen=encode_rows(tokenizer, data.unseen))
+    preparing = time.perf_counter()
     plan = method.prepare(setup)
+    prepare_seconds = round(time.perf_counter() - preparing, 2)
     trainable = {id(p): p.numel() for phase in plan.phases for group in phase.param_groups for p in group["params"]}
     parameters = {"total": count_parameters(plan.model)["total"], "trainable": sum(trainable.values())}
     results = []
@@ -86,7 +88,8 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
         observe("after", unwrapped, tokenizer)
     manifest = run_manifest(
         "unlearn", started=started, precision=precision, accelerator=accelerator, seed=config.seed,
-        parameters=parameters, result=combined(results, [phase.name for phase in plan.phases]),
+        parameters=parameters, result=combined(results, [phase.name for phase in plan.phases], prepare_seconds),
+        prepare_seconds=prepare_seconds,
         method=method.name, base_model=model_spec, output=plan.output, **data.origin,
         data_fingerprint=data.fingerprint, forget_rows=len(data.forget), retain_rows=len(data.retain),
         unseen_rows=len(data.unseen),
@@ -98,10 +101,11 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
     return manifest
 
 
-def combined(results: list[TrainResult], names: list[str]) -> TrainResult:
-    """One result for a run of several phases; the loss curve names each point's phase."""
+def combined(results: list[TrainResult], names: list[str], prepare_seconds: float) -> TrainResult:
+    """One result for a run of several phases; the loss curve names each point's phase. Its wall time includes the
+    method's preparation (ALTER's frozen passes and fits), which costs as much as its training."""
     curve = [{"phase": name, **point} for name, result in zip(names, results) for point in result.loss_curve] \
         if len(results) > 1 else results[0].loss_curve
     return TrainResult(steps=sum(r.steps for r in results), tokens=sum(r.tokens for r in results),
-                       wall_seconds=round(sum(r.wall_seconds for r in results), 2),
+                       wall_seconds=round(prepare_seconds + sum(r.wall_seconds for r in results), 2),
                        peak_memory_mb=max(r.peak_memory_mb for r in results), loss_curve=curve)

@@ -3,8 +3,9 @@ docs/method.md has the method as implemented, each gap of the paper, the switch 
 
 1. Frozen pass over the forget items: token entropies, pooled hidden states, and the states the gate reads.
 2. Sub-domains: k-means on the pooled states, one forget head each.
-3. The gate: fitted on the forget items and a sample of retain items that the evaluation does not use.
-4. Frozen pass over the retain items: entropies, and where the gate fires.
+3. Frozen pass over the retain items: entropies and the states the gate reads.
+4. The gate: fitted on the forget items and a sample of retain items that the evaluation does not use; where it
+   fires on every item, from the states it read.
 5. The high/low threshold, the adapter (`AlterModel`), and the two phases:
    Phase I: A (lr_a) and the retain head (lr_b) learn NLL on high-entropy answer tokens;
    Phase II: forget heads learn the inverse hinge on their own sub-domain's low-entropy tokens, the retain head NLL
@@ -59,9 +60,9 @@ def prepare(setup: Setup) -> Plan:
     domains = np.repeat(rows, setup.variants)
     groups = setup.item_groups[:: setup.variants] if setup.item_groups else None
     clustering["agreement_with_subjects"] = agreement_with_groups(rows, groups)
-    gate, gate_facts = _fit_gate(model, setup, params, forget, domains, reads, clustering["heads"], entropy)
-    retain = item_statistics(model, setup.retain, pad, setup.precision, entropy,
-                             feature_layer=reads if params.router == "content" else None, gate=gate)
+    # One frozen pass over the retain items serves the gate's fit (a sample of them) and where it fires (all).
+    retain = item_statistics(model, setup.retain, pad, setup.precision, entropy, feature_layer=reads)
+    gate, gate_facts = _fit_gate(setup, params, forget, domains, retain.features, clustering["heads"])
     answer_entropy = torch.cat([e[item.prompt_length - 1 : -1] for e, item in
                                 zip(forget.entropy + retain.entropy, setup.forget + setup.retain)])
     entropy.threshold = threshold_from(answer_entropy, params.threshold, params.threshold_quantile)
@@ -74,11 +75,9 @@ def prepare(setup: Setup) -> Plan:
     adapter = AlterModel(model, config)
     if gate is not None:
         adapter.gate.load_state_dict(gate.state_dict())
-    gate_on = None
-    if params.router == "content":
-        fires = [gate.weights(gate.running_max(gate.scores(torch.as_tensor(f)[None], None), None))[0] > 0
-                 for f in forget.features]
-        gate_on = {"forget": [on.numpy() for on in fires], "retain": retain.features}
+    gate_on = {kind: _fires(gate, stats.features) for kind, stats in (("forget", forget), ("retain", retain))} \
+        if params.router == "content" else None
+    retain.features = None  # the states the gate read: no longer needed, and the largest thing prepare holds
     objective = ALTERObjective(adapter, params, {"forget": forget.entropy, "retain": retain.entropy},
                                torch.as_tensor(domains), entropy.threshold, gate_on, _end_ids(setup), floors)
     phases = [Phase("phase1", objective.phase1, [{"params": adapter.parameters("lora_A"), "lr": params.lr_a},
@@ -121,18 +120,15 @@ def prepare_request(setup: Setup, params: ALTERParams) -> Plan:
     rows, clustering = choose_subdomains(forget.pooled[:: setup.variants], params.forget_heads,
                                          params.max_forget_heads, setup.seed)
     domains = np.repeat(rows, setup.variants)
-    new_rows, gate_facts = _fit_gate(model, setup, params, forget, domains, reads, clustering["heads"], entropy)
+    retain = item_statistics(model, setup.retain, pad, setup.precision, entropy, feature_layer=reads)
+    new_rows, gate_facts = _fit_gate(setup, params, forget, domains, retain.features, clustering["heads"])
     adapter = AlterModel.load(model, folder)
     earlier_heads = adapter.config.forget_heads
     request = adapter.add_request(new_rows)
-    gate = adapter.gate
-    with adapter.disabled():
-        retain = item_statistics(model, setup.retain, pad, setup.precision, entropy, feature_layer=reads, gate=gate)
-    fires = [gate.weights(gate.running_max(gate.scores(torch.as_tensor(f, device=gate.detector.weight.device)[None],
-                                                       None), None))[0].cpu() > 0 for f in forget.features]
+    gate_on = {kind: _fires(adapter.gate, stats.features) for kind, stats in (("forget", forget), ("retain", retain))}
+    retain.features = None
     objective = ALTERObjective(adapter, params, {"forget": forget.entropy, "retain": retain.entropy},
-                               torch.as_tensor(domains + earlier_heads), entropy.threshold,
-                               {"forget": [on.numpy() for on in fires], "retain": retain.features}, _end_ids(setup),
+                               torch.as_tensor(domains + earlier_heads), entropy.threshold, gate_on, _end_ids(setup),
                                floors)
     heads = adapter.parameters("forget_B")
     for parameter in heads:  # earlier requests' heads receive no gradient, hence no update
@@ -172,31 +168,38 @@ def _gate_reads(model, params: ALTERParams) -> int | None:
     return -1 if params.router == "shared" else None
 
 
-def _fit_gate(model, setup: Setup, params: ALTERParams, forget, domains: np.ndarray, reads: int | None, heads: int,
-              entropy: EntropySettings):
+def _fit_gate(setup: Setup, params: ALTERParams, forget, domains: np.ndarray, retain_features: list | None,
+              heads: int):
     """The content gate or shared router, fitted on every forget item and a seeded sample of the retain items that
-    a method may fit on (never the evaluation's)."""
-    if reads is None:
+    a method may fit on (never the evaluation's); `retain_features`: every retain item's states at the layer read."""
+    if retain_features is None:
         return None, None
     allowed = setup.fit_retain if setup.fit_retain is not None else list(range(len(setup.retain)))
     count = min(len(allowed), params.gate_retain_items)
     sample = sorted(np.random.default_rng(setup.seed).choice(allowed, count, replace=False).tolist())
-    retain = item_statistics(model, [setup.retain[i] for i in sample], setup.tokenizer.pad_token_id, setup.precision,
-                             entropy, feature_layer=reads)
+    retain = [retain_features[i] for i in sample]
     prompts = [item.prompt_length for item in setup.forget]
-    hidden = model.config.hidden_size
+    hidden = setup.model.config.hidden_size
     if params.router == "content":
         # The last fifth of the sample (contiguous rows: whole TOFU authors) is held out to calibrate the threshold.
-        cut = len(retain.features) - len(retain.features) // 5
+        cut = len(retain) - len(retain) // 5
         gate = ContentGate(hidden, heads)
-        facts = fit_content_gate(gate, forget.features, prompts, domains, retain.features[:cut], setup.seed,
-                                 retain.features[cut:], params.gate_false_fire)
+        facts = fit_content_gate(gate, forget.features, prompts, domains, retain[:cut], setup.seed,
+                                 retain[cut:], params.gate_false_fire)
     else:
         gate = SharedRouter(hidden, heads + int(params.null_output))
         means = [SharedRouter.running_mean(torch.as_tensor(f)[None], None)[0][0].numpy() for f in forget.features]
-        retain_means = [SharedRouter.running_mean(torch.as_tensor(f)[None], None)[0][0].numpy() for f in retain.features]
+        retain_means = [SharedRouter.running_mean(torch.as_tensor(f)[None], None)[0][0].numpy() for f in retain]
         facts = fit_shared_router(gate, means, prompts, domains, retain_means, setup.seed, params.null_output)
     return gate, {**facts, "retain_items": count, "kind": params.router}
+
+
+@torch.no_grad()
+def _fires(gate: ContentGate, features: list[np.ndarray]) -> list[np.ndarray]:
+    """Per item, whether the fitted content gate fires at each position, per head ([tokens, N] booleans)."""
+    device = gate.detector.weight.device
+    return [(gate.weights(gate.running_max(gate.scores(torch.as_tensor(f, device=device)[None], None), None))[0] > 0)
+            .cpu().numpy() for f in features]
 
 
 def _histogram(values: np.ndarray, bins: int = 60) -> dict:

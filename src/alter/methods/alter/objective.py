@@ -92,13 +92,15 @@ class ALTERObjective:
         return self._rows(self.gate_on[kind], index, False).float().to(batch["input_ids"].device)
 
     def _forward(self, model, batch: dict, routing: Routing):
-        """Logits from the batch's first answer-predicting position on (the output layer skips the prompts)."""
+        """Logits from the batch's first answer-predicting position on (the output layer skips the prompts), in the
+        forward's precision: each loss upcasts only the positions it reads (a float copy of every position, and its
+        gradient, were the largest tensors of a bf16 training step)."""
         start = first_answer_position(batch["labels"])
         keep = torch.arange(start, batch["input_ids"].shape[1], device=batch["input_ids"].device)
         with self.adapter.routed(routing):
             logits = logits_at(lambda **extra: model(input_ids=batch["input_ids"],
                                                      attention_mask=batch["attention_mask"], **extra), model, keep)
-        return logits.float(), start
+        return logits, start
 
     def phase1(self, model, batch: dict):
         """A (and B_r) learn next-token NLL on high-entropy answer tokens; the forget heads are off."""
@@ -190,7 +192,7 @@ class ALTERObjective:
         """The frozen target's logits for a part of the batch, from position `start` on."""
         keep = torch.arange(start, part["input_ids"].shape[1], device=part["input_ids"].device)
         return logits_at(lambda **extra: self.adapter.frozen_output(part["input_ids"], part["attention_mask"],
-                                                                    **extra), model, keep).float()
+                                                                    **extra), model, keep)
 
     @torch.no_grad()
     def floor_direction(self, logits: torch.Tensor, targets: torch.Tensor, answer: torch.Tensor,
@@ -201,7 +203,7 @@ class ALTERObjective:
         if self.floors is None:
             return torch.ones(len(index), device=logits.device)
         floors = self.floors.to(logits.device)[index]
-        scores = torch.log_softmax(logits, dim=-1).gather(-1, targets.clamp_min(0)[..., None]).squeeze(-1)
+        scores = torch.log_softmax(logits.float(), dim=-1).gather(-1, targets.clamp_min(0)[..., None]).squeeze(-1)
         mean = (scores * answer).sum(1) / answer.sum(1).clamp_min(1)
         return torch.where(floors.isnan(), 0.0, torch.where(mean > floors, 1.0, -1.0))
 

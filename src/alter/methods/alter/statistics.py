@@ -37,10 +37,9 @@ class ItemStatistics:
 
 
 def item_statistics(model, items: list[EncodedQA], pad_id: int, precision: str, entropy: EntropySettings,
-                    pooled: bool = False, feature_layer: int | None = None, gate=None,
+                    pooled: bool = False, feature_layer: int | None = None,
                     answer_logprob: bool = False) -> ItemStatistics:
-    """One frozen pass over `items`. With `gate` (a fitted ContentGate), `features` holds each position's gate
-    state instead of hidden states: whether it fires, per head ([tokens, N] booleans)."""
+    """One frozen pass over `items`."""
     entropies: list = [None] * len(items)
     means: list = [None] * len(items)
     features: list = [None] * len(items)
@@ -51,8 +50,6 @@ def item_statistics(model, items: list[EncodedQA], pad_id: int, precision: str, 
         state = None
         if feature_layer is not None:
             state = output.hidden_states[feature_layer].float()
-            if gate is not None:
-                state = gate.weights(gate.running_max(gate.scores(state, batch["attention_mask"]), None)) > 0
         for row, index in enumerate(indices):
             n = len(items[index].input_ids)
             entropies[index] = values[row, :n]
