@@ -29,8 +29,8 @@ POSITIONS_PER_CHUNK = 256  # a float copy of 256 vocabulary-wide distributions i
 
 
 def token_entropy(logits: torch.Tensor, kind: str = "tsallis", q: float = 1.2) -> torch.Tensor:
-    """Each position's entropy ([...] from [..., vocab]), a chunk of positions at a time: a frozen pass's batch at
-    once needed several float copies of all its logits, the largest allocation of ALTER's preparation."""
+    """Each position's entropy ([...] from [..., vocab]), a chunk of positions at a time: a whole frozen-pass batch at
+    once made several float copies of all its logits (docs/results.md, "ALTER's unlearning cost")."""
     if kind not in ("tsallis", "shannon"):
         raise ValueError(f"entropy kind must be 'tsallis' or 'shannon', got {kind!r}")
     flat = logits.reshape(-1, logits.shape[-1])

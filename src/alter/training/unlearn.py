@@ -103,7 +103,7 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
 
 def combined(results: list[TrainResult], names: list[str], prepare_seconds: float) -> TrainResult:
     """One result for a run of several phases; the loss curve names each point's phase. Its wall time includes the
-    method's preparation (ALTER's frozen passes and fits), which costs as much as its training."""
+    method's preparation (ALTER's frozen passes and fits, longer than its training on SmolLM2)."""
     curve = [{"phase": name, **point} for name, result in zip(names, results) for point in result.loss_curve] \
         if len(results) > 1 else results[0].loss_curve
     return TrainResult(steps=sum(r.steps for r in results), tokens=sum(r.tokens for r in results),

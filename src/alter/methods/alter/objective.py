@@ -93,8 +93,8 @@ class ALTERObjective:
 
     def _forward(self, model, batch: dict, routing: Routing):
         """Logits from the batch's first answer-predicting position on (the output layer skips the prompts), in the
-        forward's precision: each loss upcasts only the positions it reads (a float copy of every position, and its
-        gradient, were the largest tensors of a bf16 training step)."""
+        forward's precision: each loss upcasts only the positions it reads, so no float copy of every position is
+        made."""
         start = first_answer_position(batch["labels"])
         keep = torch.arange(start, batch["input_ids"].shape[1], device=batch["input_ids"].device)
         with self.adapter.routed(routing):
