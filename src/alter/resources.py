@@ -4,6 +4,7 @@ and evaluation log."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import platform
 import resource
 import sys
@@ -20,23 +21,24 @@ def peak_memory_mb() -> float:
     return kilobytes / 1024 if sys.platform != "darwin" else kilobytes / 2**20
 
 
+@functools.cache
 def _glibc_trim():
-    """glibc's `malloc_trim`, or None elsewhere (macOS, musl, Windows)."""
+    """glibc's `malloc_trim`, or None elsewhere (macOS, musl, Windows); looked up on first use, not at import."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
         return ctypes.CDLL("libc.so.6").malloc_trim
     except (OSError, AttributeError):
         return None
 
 
-_TRIM = _glibc_trim() if sys.platform.startswith("linux") else None
-
-
 def release_freed_memory() -> None:
     """Give the pages of freed CPU tensors back to the system. A training step's tensors change shape from batch to
     batch; glibc keeps the pages they leave behind in its heap, and the resident size of a SmolLM2 ALTER run grew by
     0.6 GB over Phase II without it (docs/results.md, "ALTER's unlearning cost")."""
-    if _TRIM is not None:
-        _TRIM(0)
+    trim = _glibc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def library_versions() -> dict[str, str]:
