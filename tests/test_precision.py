@@ -77,3 +77,87 @@ def test_auto_takes_fp32_for_narrow_models_on_cpu(tmp_path, monkeypatch):
     assert resolve_precision("auto", "cpu", str(tmp_path / "wide")) == "bf16"
     assert resolve_precision("auto", "cpu", "some/hub-id") == "bf16"  # width unknown: the machine decides
     assert resolve_precision("bf16", "cpu", "tiny") == "bf16"  # an explicit choice is kept
+
+
+class TiedToy(torch.nn.Module):
+    """An embedding tied to the output layer, a frozen Linear with a bias, and a Linear that trains."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(11, 6)
+        self.frozen = torch.nn.Linear(6, 5)
+        self.trains = torch.nn.Linear(5, 6, bias=False)
+        self.out = torch.nn.Linear(6, 11, bias=False)
+        self.out.weight = self.embed.weight
+
+    def forward(self, ids):
+        return self.out(self.trains(self.frozen(self.embed(ids))).relu())
+
+
+def test_frozen_linears_in_the_compute_dtype_compute_bitwise_the_same_under_autocast():
+    from copy import deepcopy
+
+    from alter.models.precision import autocast, hold_frozen_linears_in_compute_dtype
+
+    torch.manual_seed(0)
+    kept = TiedToy()
+    held = deepcopy(kept)
+    assert hold_frozen_linears_in_compute_dtype(held, "fp32", set()) == 0
+    assert all(p.dtype == torch.float32 for p in held.parameters())
+    freed = hold_frozen_linears_in_compute_dtype(held, "bf16", {id(held.trains.weight)})
+    assert freed == (6 * 5 + 5) * 2  # the frozen weight and bias, 2 bytes each saved; tied and trained ones kept
+    assert (held.frozen.weight.dtype, held.frozen.bias.dtype) == (torch.bfloat16, torch.bfloat16)
+    assert held.trains.weight.dtype == held.embed.weight.dtype == held.out.weight.dtype == torch.float32
+    ids = torch.tensor([[1, 4, 9, 2], [3, 3, 0, 10]])
+    grads = []
+    for model in (kept, held):
+        with autocast("bf16", "cpu"):
+            loss = model(ids).float().logsumexp(-1).mean()
+        loss.backward()
+        grads.append((loss.detach(), model.trains.weight.grad.clone(), model.embed.weight.grad.clone()))
+    for kept_tensor, held_tensor in zip(*grads):
+        assert torch.equal(kept_tensor, held_tensor)
+    assert hold_frozen_linears_in_compute_dtype(held, "bf16", set(), among={id(held.trains)}) == 5 * 6 * 2
+    assert held.frozen.weight.dtype == torch.bfloat16 and held.trains.weight.dtype == torch.bfloat16
+
+
+@pytest.fixture
+def fresh_accelerator_state():
+    """accelerate keeps one mixed-precision setting per process; these runs need bf16 in a suite that trains fp32."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.usefixtures("fresh_accelerator_state")
+@pytest.mark.parametrize("method", ["alter", "npo"])
+def test_frozen_linears_in_the_compute_dtype_leave_an_unlearning_run_bitwise_the_same(method, tiny_runs, small_world,
+                                                                                     tmp_path, monkeypatch):
+    """ALTER's frozen base and NPO's frozen reference copy held in bf16: the same saved result either way."""
+    from safetensors.torch import load_file
+
+    from alter.data.sources import from_tofu
+    from alter.methods import base as methods_base
+    from alter.training import unlearn as unlearn_module
+    from alter.training.recipe import build_recipe
+
+    data = from_tofu(str(small_world), "forget10", "retain90")
+    recipe = build_recipe(method, None, ["train.precision=bf16", "train.max_steps=2", "train.warmup_ratio=0"])
+    held = unlearn_module.unlearn(str(tiny_runs / "target"), data, recipe, str(tmp_path / "held"))
+    monkeypatch.setattr(unlearn_module, "hold_frozen_linears_in_compute_dtype", lambda *args, **kwargs: 0)
+    monkeypatch.setattr(methods_base, "hold_frozen_linears_in_compute_dtype", lambda *args, **kwargs: 0)
+    kept = unlearn_module.unlearn(str(tiny_runs / "target"), data, recipe, str(tmp_path / "kept"))
+    files = sorted(p.name for p in (tmp_path / "held").glob("*.safetensors"))
+    assert files and files == sorted(p.name for p in (tmp_path / "kept").glob("*.safetensors"))
+    for name in files:
+        held_tensors, kept_tensors = (load_file(str(tmp_path / run / name)) for run in ("held", "kept"))
+        assert held_tensors.keys() == kept_tensors.keys()
+        for key, tensor in held_tensors.items():
+            assert tensor.dtype == kept_tensors[key].dtype and torch.equal(tensor, kept_tensors[key]), key
+    if method == "alter":
+        assert held["frozen_linears_compute_dtype_mb"] > 0 == kept["frozen_linears_compute_dtype_mb"]
+    else:  # the full model is saved: its own weights stay; the reference copy shrinks
+        assert held["frozen_linears_compute_dtype_mb"] == 0
+        assert held["reference_copy_mb"] < kept["reference_copy_mb"]

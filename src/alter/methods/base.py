@@ -25,6 +25,7 @@ from alter.adapters.lora import attach_lora
 from alter.data.formatting import IGNORE_INDEX, EncodedQA
 from alter.methods.losses import masked_kl
 from alter.models.outputs import logits_at
+from alter.models.precision import hold_frozen_linears_in_compute_dtype
 
 Objective = Callable[[torch.nn.Module, dict], tuple[torch.Tensor, dict[str, float]]]
 
@@ -102,7 +103,7 @@ def _prepare_loss(loss: Callable, needs_reference: bool, pick: Callable | None, 
         model = attach_lora(model, setup.lora.rank, setup.lora.alpha)
     reference = None
     if needs_reference or getattr(setup.params, "retain_loss", "nll") == "kl":
-        reference = Reference(model, adapter_based=setup.lora.enabled)
+        reference = Reference(model, adapter_based=setup.lora.enabled, precision=setup.precision)
     chosen = pick(model, setup.params) if pick is not None and not setup.lora.enabled else None
     trainable = chosen or [p for p in model.parameters() if p.requires_grad]
     phase = Phase("unlearn", lambda m, b: loss(m, b, setup.params, reference),
@@ -119,14 +120,16 @@ def _prepare_loss(loss: Callable, needs_reference: bool, pick: Callable | None, 
 
 class Reference:
     """The frozen starting model. With adapters it is the base with adapters disabled (no second copy in memory);
-    with full fine-tuning it is a frozen deep copy made once, whose memory shows in the manifest."""
+    with full fine-tuning it is a frozen deep copy made once, whose memory shows in the manifest. The copy runs only
+    under the loop's autocast, so its Linear weights are held in the compute dtype (the same outputs, bit for bit)."""
 
-    def __init__(self, model: torch.nn.Module, adapter_based: bool):
+    def __init__(self, model: torch.nn.Module, adapter_based: bool, precision: str = "fp32"):
         self.adapter_based = adapter_based
         self.copy = None
         if not adapter_based:
             self.copy = copy.deepcopy(model).eval()
             self.copy.requires_grad_(False)
+            hold_frozen_linears_in_compute_dtype(self.copy, precision, trainable=set())
 
     def parameter_bytes(self) -> int:
         if self.copy is None:

@@ -1,4 +1,5 @@
-"""Device and numeric precision: weights stay fp32, compute runs in fp32 or under bf16/fp16 autocast.
+"""Device and numeric precision: weights stay fp32, compute runs in fp32 or under bf16/fp16 autocast (frozen
+weights that are not saved may be held in the compute dtype: `hold_frozen_linears_in_compute_dtype`).
 
 `auto` is decided by what the machine computes fast, never assumed:
 - CUDA: bf16 where the GPU supports it, fp16 otherwise.
@@ -163,9 +164,41 @@ def _write_cache(path: Path, cached: dict) -> None:
         pass  # an unwritable cache only means measuring again next time
 
 
+def compute_dtype(precision: str) -> torch.dtype | None:
+    """The dtype autocast computes in, None for fp32 (no autocast)."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+
+
 def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
     device = torch.device(device)
-    if precision == "fp32":
+    dtype = compute_dtype(precision)
+    if dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def hold_frozen_linears_in_compute_dtype(model: torch.nn.Module, precision: str, trainable: set[int],
+                                         among: set[int] | None = None) -> int:
+    """Store the weights (and biases) of `model`'s frozen `nn.Linear` layers in autocast's dtype; return the bytes
+    this frees. Autocast rounds them to that dtype in every forward anyway, and keeps the rounded copy of each layer
+    for the backward, so training computes bitwise the same while neither the fp32 originals nor the per-step
+    copies are held. `trainable`: ids of the parameters that train (kept as they are); `among`: ids of the only
+    Linear modules to consider (None = all). A weight shared with another kind of module (an output layer tied to
+    the input embedding, whose lookup is not autocast) is kept. Only for results that do not save these weights,
+    and only in one process or DDP: FSDP and DeepSpeed flatten parameters and need one dtype.
+    Shown by `pytest tests/test_precision.py -k frozen_linears` (the same adapter, bit for bit, either way)."""
+    dtype = compute_dtype(precision)
+    if dtype is None:
+        return 0
+    kept = trainable | {id(p) for module in model.modules() if not isinstance(module, torch.nn.Linear)
+                        for p in module.parameters(recurse=False)}
+    freed = 0
+    for module in model.modules():
+        if not isinstance(module, torch.nn.Linear) or (among is not None and id(module) not in among):
+            continue
+        for parameter in module.parameters(recurse=False):
+            if id(parameter) in kept or parameter.dtype != torch.float32:
+                continue
+            freed += parameter.numel() * (parameter.element_size() - dtype.itemsize)
+            parameter.data = parameter.data.to(dtype)
+    return freed

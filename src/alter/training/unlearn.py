@@ -23,6 +23,7 @@ from alter.errors import UserError
 from alter.methods import get_method
 from alter.methods.base import LoraChoice, Setup
 from alter.models import load_model, resolve_precision
+from alter.models.precision import hold_frozen_linears_in_compute_dtype
 from alter.training.finetune import make_accelerator, prepare_output, publish_run
 from alter.training.loop import TrainResult, train
 from alter.training.manifest import run_manifest
@@ -72,11 +73,15 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
                   base_model=model_spec, item_groups=None if windows or data.groups is None
                   else [g for g in data.groups for _ in range(variants)], variants=variants,
                   unseen=encode_rows(tokenizer, data.unseen))
+    base_linears = {id(m) for m in model.modules() if isinstance(m, torch.nn.Linear)}
     preparing = time.perf_counter()
     plan = method.prepare(setup)
     prepare_seconds = round(time.perf_counter() - preparing, 2)
     trainable = {id(p): p.numel() for phase in plan.phases for group in phase.param_groups for p in group["params"]}
     parameters = {"total": count_parameters(plan.model)["total"], "trainable": sum(trainable.values())}
+    freed = 0
+    if plan.output == "adapter" and not setup.sharded:  # the base is not saved: its frozen Linears can be rounded
+        freed = hold_frozen_linears_in_compute_dtype(plan.model, precision, set(trainable), among=base_linears)
     results = []
     for phase in plan.phases:
         phase_config = replace(config, epochs=phase.epochs if phase.epochs is not None else config.epochs)
@@ -89,7 +94,7 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
     manifest = run_manifest(
         "unlearn", started=started, precision=precision, accelerator=accelerator, seed=config.seed,
         parameters=parameters, result=combined(results, [phase.name for phase in plan.phases], prepare_seconds),
-        prepare_seconds=prepare_seconds,
+        prepare_seconds=prepare_seconds, frozen_linears_compute_dtype_mb=round(freed / 2**20, 1),
         method=method.name, base_model=model_spec, output=plan.output, **data.origin,
         data_fingerprint=data.fingerprint, forget_rows=len(data.forget), retain_rows=len(data.retain),
         unseen_rows=len(data.unseen),
