@@ -61,3 +61,15 @@ def load_model(spec: str, *, trust_remote_code: bool = False):
         tokenizer.pad_token = tokenizer.eos_token
     model.eval()
     return model, tokenizer
+
+
+def copy_out_of_file_map(model) -> None:
+    """Give every parameter and buffer its own memory. Loaded weights are views of the safetensors file's memory map,
+    and every page of the file any forward touched stays resident while one tensor of the file lives: replacing a
+    layer's weights (`hold_frozen_linears_in_compute_dtype`) would free nothing. Measured on SmolLM2 after it held its
+    Linears in bf16: 1030 MB resident mapped, 726 MB copied (see docs/results.md, "ALTER's unlearning cost")."""
+    import torch
+
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            tensor.data = tensor.data.clone()

@@ -27,6 +27,18 @@ def _padded(arrays: list[np.ndarray], width: int) -> torch.Tensor:
     return out
 
 
+def _moments(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-feature mean and standard deviation over every token of every item."""
+    stacked = np.concatenate(arrays)
+    return torch.as_tensor(stacked.mean(0)), torch.as_tensor(stacked.std(0) + 1e-6)
+
+
+def _row_chunks(rows: int, size: int = 64) -> list[slice]:
+    """Items a few at a time: the gate's states un-standardised at once were a copy of all of them (the peak of a
+    SmolLM2 unlearning run, docs/results.md, "ALTER's unlearning cost")."""
+    return [slice(start, start + size) for start in range(0, rows, size)]
+
+
 def content_gate_targets(forget_lengths: list[tuple[int, int]], domains: np.ndarray, retain_lengths: list[int],
                          heads: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Targets and weights [items, width, heads] for forget items (given as (length, prompt length)) then retain items:
@@ -56,9 +68,8 @@ def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts
     generator = torch.Generator().manual_seed(seed)
     arrays = forget + retain
     width = max(len(a) for a in arrays)
-    stacked = np.concatenate(arrays)
-    mean, std = torch.as_tensor(stacked.mean(0)), torch.as_tensor(stacked.std(0) + 1e-6)
-    x = (_padded(arrays, width) - mean) / std
+    mean, std = _moments(arrays)
+    x = _padded(arrays, width).sub_(mean).div_(std)  # in place: x is the largest thing the fit holds
     mask = torch.zeros(len(arrays), width, dtype=torch.bool)
     for row, array in enumerate(arrays):
         mask[row, : len(array)] = True
@@ -86,7 +97,9 @@ def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts
         gate.detector.bias.copy_(detector.bias - weight @ mean)
         shift = _calibration_shift(gate, calibration, false_fire) if calibration else torch.zeros(heads)
         gate.detector.bias.sub_(shift)
-        fired = ContentGate.weights(ContentGate.running_max(gate.scores(x * std + mean, mask), None)) > 0
+        fired = torch.cat([ContentGate.weights(ContentGate.running_max(gate.scores(x[rows] * std + mean, mask[rows]),
+                                                                       None)) > 0
+                           for rows in _row_chunks(len(arrays))])
     answer = (targets > 0) & (known > 0)
     retain_rows = slice(len(forget), None)
     facts = {"loss": float(loss.detach()), "forget_answer_recall": float(fired[answer].float().mean()),
