@@ -161,3 +161,32 @@ def test_frozen_linears_in_the_compute_dtype_leave_an_unlearning_run_bitwise_the
     else:  # the full model is saved: its own weights stay; the reference copy shrinks
         assert held["frozen_linears_compute_dtype_mb"] == 0
         assert held["reference_copy_mb"] < kept["reference_copy_mb"]
+
+
+def _mapped_from(path) -> list[tuple[int, int]]:
+    """Address ranges of this process mapped from the file `path` (/proc/self/maps)."""
+    ranges = []
+    for line in open("/proc/self/maps"):
+        fields = line.split()
+        if len(fields) >= 6 and fields[5] == str(path):
+            start, end = (int(value, 16) for value in fields[0].split("-"))
+            ranges.append((start, end))
+    return ranges
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads Linux's /proc/self/maps")
+def test_weights_copied_out_of_the_file_map_live_in_no_mapping_of_the_file(tiny_runs):
+    from pathlib import Path
+
+    from alter.models import load_model
+    from alter.models.loading import copy_out_of_file_map
+
+    model, _ = load_model(str(tiny_runs / "target"))
+    weights = [str(p.resolve()) for p in Path(tiny_runs / "target").glob("*.safetensors")]
+    inside = lambda: [p for p in model.parameters()  # noqa: E731
+                      if any(start <= p.data_ptr() < end for path in weights for start, end in _mapped_from(path))]
+    assert inside(), "loaded weights are expected to be views of the file's map (else this test shows nothing)"
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    copy_out_of_file_map(model)
+    assert not inside()
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
