@@ -41,6 +41,11 @@ class ContentGate(nn.Module):
     def weights(pooled: torch.Tensor) -> torch.Tensor:
         return (pooled > 0).float()
 
+    def pooled_scores(self, hidden: torch.Tensor, mask: torch.Tensor | None = None,
+                      carry: torch.Tensor | None = None) -> torch.Tensor:
+        """The running max of the scores ([batch, seq, N]); head d is on where it is above 0 (`weights`)."""
+        return self.running_max(self.scores(hidden, mask), carry)
+
 
 class SharedRouter(nn.Module):
     def __init__(self, hidden_size: int, outputs: int):

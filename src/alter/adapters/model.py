@@ -189,7 +189,7 @@ class AlterModel:
         if routing is None or routing.training or not self.slot.enabled:
             return None
         hidden = kwargs.get("hidden_states", args[0] if args else None)
-        pooled = ContentGate.running_max(self.gate.scores(hidden, self._mask), self._carry)
+        pooled = self.gate.pooled_scores(hidden, self._mask, self._carry)
         self._carry = pooled[:, -1]
         routing.weights = ContentGate.weights(pooled)
         return None

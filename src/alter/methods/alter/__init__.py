@@ -198,8 +198,7 @@ def _fit_gate(setup: Setup, params: ALTERParams, forget, domains: np.ndarray, re
 def _fires(gate: ContentGate, features: list[np.ndarray]) -> list[np.ndarray]:
     """Per item, whether the fitted content gate fires at each position, per head ([tokens, N] booleans)."""
     device = gate.detector.weight.device
-    return [(gate.weights(gate.running_max(gate.scores(torch.as_tensor(f, device=device)[None], None), None))[0] > 0)
-            .cpu().numpy() for f in features]
+    return [(gate.pooled_scores(torch.as_tensor(f, device=device)[None])[0] > 0).cpu().numpy() for f in features]
 
 
 def _histogram(values: np.ndarray, bins: int = 60) -> dict:
