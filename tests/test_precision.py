@@ -132,10 +132,11 @@ def fresh_accelerator_state():
 
 
 @pytest.mark.usefixtures("fresh_accelerator_state")
-@pytest.mark.parametrize("method", ["alter", "npo"])
+@pytest.mark.parametrize("method", ["alter", "npo", "npo+lora"])
 def test_frozen_linears_in_the_compute_dtype_leave_an_unlearning_run_bitwise_the_same(method, tiny_runs, small_world,
                                                                                      tmp_path, monkeypatch):
-    """ALTER's frozen base and NPO's frozen reference copy held in bf16: the same saved result either way."""
+    """ALTER's frozen base, NPO's frozen reference copy and a LoRA adapter's base held in bf16: the same saved result
+    either way; then the result evaluated on a base held in bf16 scores and generates as on an fp32 one."""
     from safetensors.torch import load_file
 
     from alter.data.sources import from_tofu
@@ -144,7 +145,9 @@ def test_frozen_linears_in_the_compute_dtype_leave_an_unlearning_run_bitwise_the
     from alter.training.recipe import build_recipe
 
     data = from_tofu(str(small_world), "forget10", "retain90")
-    recipe = build_recipe(method, None, ["train.precision=bf16", "train.max_steps=2", "train.warmup_ratio=0"])
+    name, _, lora = method.partition("+")
+    recipe = build_recipe(name, None, ["train.precision=bf16", "train.max_steps=2", "train.warmup_ratio=0",
+                                       *(["lora.enabled=true"] if lora else [])])
     held = unlearn_module.unlearn(str(tiny_runs / "target"), data, recipe, str(tmp_path / "held"))
     monkeypatch.setattr(unlearn_module, "hold_frozen_linears_in_compute_dtype", lambda *args, **kwargs: 0)
     monkeypatch.setattr(methods_base, "hold_frozen_linears_in_compute_dtype", lambda *args, **kwargs: 0)
@@ -156,11 +159,30 @@ def test_frozen_linears_in_the_compute_dtype_leave_an_unlearning_run_bitwise_the
         assert held_tensors.keys() == kept_tensors.keys()
         for key, tensor in held_tensors.items():
             assert tensor.dtype == kept_tensors[key].dtype and torch.equal(tensor, kept_tensors[key]), key
-    if method == "alter":
-        assert held["frozen_linears_compute_dtype_mb"] > 0 == kept["frozen_linears_compute_dtype_mb"]
-    else:  # the full model is saved: its own weights stay; the reference copy shrinks
+    if method == "npo":  # the full model is saved: its own weights stay; the reference copy shrinks
         assert held["frozen_linears_compute_dtype_mb"] == 0
         assert held["reference_copy_mb"] < kept["reference_copy_mb"]
+    else:
+        assert held["frozen_linears_compute_dtype_mb"] > 0 == kept["frozen_linears_compute_dtype_mb"]
+    monkeypatch.undo()
+    model, adapter = (str(tmp_path / "held"), None) if method == "npo" else (str(tiny_runs / "target"), str(tmp_path / "held"))
+    assert evaluated_under_bf16(model, adapter, data.forget, "bf16") == evaluated_under_bf16(model, adapter, data.forget, "fp32")
+
+
+def evaluated_under_bf16(model_spec: str, adapter: str | None, rows: list[dict], held_as: str):
+    """Per-token answer log-probabilities and greedy answers under bf16 autocast, the base loaded for `held_as`."""
+    from alter.adapters.loading import load_model_with_adapter
+    from alter.data.formatting import encode_rows
+    from alter.evaluation.generation import greedy_generate
+    from alter.evaluation.scoring import score_answers
+
+    model, tokenizer = load_model_with_adapter(model_spec, adapter, precision=held_as)
+    assert any(p.dtype == torch.bfloat16 for p in model.parameters()) == (held_as == "bf16")
+    items = encode_rows(tokenizer, rows)
+    scores = score_answers(model, items, tokenizer.pad_token_id, precision="bf16")
+    texts = greedy_generate(model, tokenizer, [item.input_ids[: item.prompt_length] for item in items],
+                            max_new_tokens=12, precision="bf16")
+    return [s.logprobs.tolist() for s in scores], [s.route.tolist() if s.route is not None else None for s in scores], texts
 
 
 def _mapped_from(path) -> list[tuple[int, int]]:

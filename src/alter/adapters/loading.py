@@ -6,7 +6,8 @@ from pathlib import Path
 
 from alter.adapters.model import AlterModel, is_alter_adapter
 from alter.errors import UserError
-from alter.models.loading import load_model
+from alter.models.loading import copy_out_of_file_map, load_model
+from alter.models.precision import compute_dtype, hold_frozen_linears_in_compute_dtype
 
 
 def attach_adapter(model, adapter: str | Path):
@@ -25,6 +26,14 @@ def attach_adapter(model, adapter: str | Path):
     raise UserError(f"{folder}: not an adapter folder (no adapter_config.json or alter_config.json)")
 
 
-def load_model_with_adapter(spec: str, adapter: str | None, trust_remote_code: bool = False):
+def load_model_with_adapter(spec: str, adapter: str | None, trust_remote_code: bool = False,
+                            precision: str = "fp32"):
+    """`precision`: what the model will run under. Under bf16 or fp16 autocast the base's Linear weights are held in
+    that dtype before the adapter is attached (autocast rounds them to it in every forward: the same outputs, bit for
+    bit, in less memory), so such a model is for that autocast only. Shown by
+    `pytest tests/test_precision.py -k evaluation`."""
     model, tokenizer = load_model(spec, trust_remote_code=trust_remote_code)
+    if compute_dtype(precision) is not None:
+        copy_out_of_file_map(model)
+        hold_frozen_linears_in_compute_dtype(model, precision, trainable=set())
     return (model if adapter is None else attach_adapter(model, adapter)), tokenizer

@@ -52,7 +52,8 @@ def run(args) -> None:
     warnings = suite.check_reference(options, settings, reference) if reference is not None else []
     if suite.compares_before:
         reference = _before_log(args, suite, options, settings, state)
-    model, tokenizer = load_model_with_adapter(args.model, args.adapter, trust_remote_code=args.trust_remote_code)
+    model, tokenizer = load_model_with_adapter(args.model, args.adapter, trust_remote_code=args.trust_remote_code,
+                                               precision=precision)
     model.to(state.device)
     log = evaluate(suite, model, tokenizer, options, settings, state.process_index, state.num_processes)
     log["meta"].update(model=args.model, adapter=args.adapter)
@@ -71,12 +72,13 @@ def run(args) -> None:
 
 def _before_log(args, suite, options, settings, state):
     """The same suite on the model before unlearning: the base under --adapter, or --before MODEL."""
+    from alter.adapters.loading import load_model_with_adapter
     from alter.evaluation.suites.base import evaluate
-    from alter.models import load_model
 
     before = getattr(args, "before", None) or (args.model if args.adapter else None)
     if before is None:
         return None
-    model, tokenizer = load_model(before, trust_remote_code=args.trust_remote_code)
+    model, tokenizer = load_model_with_adapter(before, None, trust_remote_code=args.trust_remote_code,
+                                               precision=settings.precision)
     model.to(state.device)
     return evaluate(suite, model, tokenizer, options, settings, state.process_index, state.num_processes)

@@ -38,11 +38,11 @@ def eval_step(suite: str, model: str, adapter: str | None, options: dict, settin
     chosen = get_suite(suite)
     options = chosen.prepare_options(options)
     reference_log = load_reference(reference, chosen) if reference else None
-    loaded, tokenizer = load_model_with_adapter(model, adapter)
+    eval_settings = EvalSettings(**settings)
+    loaded, tokenizer = load_model_with_adapter(model, adapter, precision=eval_settings.precision)
     from alter.models import default_device
 
     loaded.to(default_device())
-    eval_settings = EvalSettings(**settings)
     warnings = chosen.check_reference(options, eval_settings, reference_log) if reference_log else []
     log = evaluate(chosen, loaded, tokenizer, options, eval_settings)
     log["meta"].update(model=model, adapter=adapter)
