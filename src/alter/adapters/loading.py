@@ -31,7 +31,7 @@ def load_model_with_adapter(spec: str, adapter: str | None, trust_remote_code: b
     """`precision`: what the model will run under. Under bf16 or fp16 autocast the base's Linear weights are held in
     that dtype before the adapter is attached (autocast rounds them to it in every forward: the same outputs, bit for
     bit, in less memory), so such a model is for that autocast only. Shown by
-    `pytest tests/test_precision.py -k evaluation`."""
+    `pytest tests/test_precision.py -k frozen_linears`."""
     model, tokenizer = load_model(spec, trust_remote_code=trust_remote_code)
     if compute_dtype(precision) is not None:
         copy_out_of_file_map(model)
