@@ -24,7 +24,7 @@ from alter.methods import get_method
 from alter.methods.base import LoraChoice, Setup
 from alter.models import load_model, resolve_precision
 from alter.models.loading import copy_out_of_file_map
-from alter.models.precision import hold_frozen_linears_in_compute_dtype
+from alter.models.precision import compute_dtype, hold_frozen_linears_in_compute_dtype
 from alter.training.finetune import make_accelerator, prepare_output, publish_run
 from alter.training.loop import TrainResult, train
 from alter.training.manifest import run_manifest
@@ -46,7 +46,8 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
     accelerator = make_accelerator(precision, find_unused_parameters=method.sparse_gradients)
     torch.manual_seed(config.seed)
     model, tokenizer = load_model(model_spec, trust_remote_code=trust_remote_code)
-    copy_out_of_file_map(model)
+    if compute_dtype(precision) is not None:  # frozen Linears may be held in it below: they must free their memory
+        copy_out_of_file_map(model)
     model.to(accelerator.device)
     text_rows = any("text" in row for row in data.forget + data.retain)
     variants = 1 if text_rows else config.context_variants  # contexts frame questions; plain text has none
