@@ -97,7 +97,8 @@ def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts
         gate.detector.bias.copy_(detector.bias - weight @ mean)
         shift = _calibration_shift(gate, calibration, false_fire) if calibration else torch.zeros(heads)
         gate.detector.bias.sub_(shift)
-        fired = torch.cat([gate.pooled_scores(x[rows] * std + mean, mask[rows]) > 0 for rows in _row_chunks(len(arrays))])
+        fired = torch.cat([gate.pooled_scores(x[rows] * std + mean, mask[rows]) > 0
+                           for rows in _row_chunks(len(arrays))])
     answer = (targets > 0) & (known > 0)
     retain_rows = slice(len(forget), None)
     facts = {"loss": float(loss.detach()), "forget_answer_recall": float(fired[answer].float().mean()),
