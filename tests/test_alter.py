@@ -430,6 +430,15 @@ def test_training_lowers_forget_probability_and_leaves_base_weights_bitwise_unch
     assert plan.curves[1][0]["forget_rows_pushed"] > 0  # rows start above their levels: the hinge pushes them
 
 
+def test_npo_on_every_answer_token_lowers_forget_probability_and_leaves_base_weights_unchanged(tiny_runs,
+                                                                                                small_world):
+    model, base, before, after, _, _ = short_alter_run(
+        tiny_runs, small_world, ["train.max_steps=4", "params.lr_b=0.05", "params.threshold_quantile=0.7",
+                                 "params.forget_heads=2", "params.forget_loss=npo", "params.forget_tokens=all"])
+    assert after > before
+    assert all(torch.equal(param, base[name]) for name, param in model.named_parameters() if name in base)
+
+
 def test_without_unseen_rows_the_forget_loss_has_no_floor_and_says_so(tiny_runs, small_world, capsys):
     _, _, _, _, plan, _ = short_alter_run(tiny_runs, small_world, ["train.max_steps=1", "params.forget_heads=2",
                                                                    "params.forget_floor=unseen"], unseen=False)
@@ -526,9 +535,11 @@ def test_options_alter_cannot_honour_are_refused():
     with pytest.raises(UserError, match="learning_rate does not apply"):
         build_recipe("alter", None, ["train.learning_rate=1e-4"])
     for key, value in (("router", "global"), ("forget_floor", "holdout"), ("retain_loss", "mse"),
-                       ("forget_loss", "ga"), ("router_training", "never")):
+                       ("forget_loss", "ga"), ("router_training", "never"), ("forget_tokens", "high")):
         with pytest.raises(UserError, match=f"params.{key}"):
             build_recipe("alter", None, [f"params.{key}={value}"])
+    with pytest.raises(UserError, match="params.forget_floor"):
+        build_recipe("alter", None, ["params.forget_loss=npo", "params.forget_floor=unseen"])
     assert "lora" not in build_recipe("alter", None, []).as_dict()
     assert "learning_rate" not in build_recipe("alter", None, []).as_dict()["train"]
 
@@ -558,8 +569,9 @@ def test_joint_batch_gives_each_part_the_logits_of_its_own_forward(tiny_runs, sm
     assert torch.equal(joint["labels"][row_spans([forget, retain])[0], : forget["labels"].shape[1]], forget["labels"])
 
 
-@pytest.mark.parametrize("router,retain_loss", [(router, "nll") for router in ROUTERS] + [("content", "kl")])
-def test_losses_read_the_same_positions_when_the_output_layer_skips_prompts(router, retain_loss, tiny_runs,
+@pytest.mark.parametrize("router,retain_loss,forget_loss", [(router, "nll", "hinge") for router in ROUTERS]
+                         + [("content", "kl", "hinge"), ("content", "nll", "npo")])
+def test_losses_read_the_same_positions_when_the_output_layer_skips_prompts(router, retain_loss, forget_loss, tiny_runs,
                                                                             small_world, monkeypatch,
                                                                             random_alter_adapter):
     from alter.methods.alter import objective as alter_objective
@@ -574,8 +586,8 @@ def test_losses_read_the_same_positions_when_the_output_layer_skips_prompts(rout
                  for kind, items in (("forget", forget), ("retain", retain))}
     gate_on = {kind: [(torch.rand(len(item.input_ids), 2, generator=generator) > 0.5).numpy() for item in items]
                for kind, items in (("forget", forget), ("retain", retain))}
-    objective = ALTERObjective(adapter, ALTERParams(router=router, retain_loss=retain_loss), entropies,
-                               torch.tensor([0, 1] * 4), threshold=1.0, gate_on=gate_on)
+    params = ALTERParams(router=router, retain_loss=retain_loss, forget_loss=forget_loss)
+    objective = ALTERObjective(adapter, params, entropies, torch.tensor([0, 1] * 4), threshold=1.0, gate_on=gate_on)
     batch = UnlearnBatches(forget, retain, None, 4, 0, tokenizer.pad_token_id).batch(0, 0)
 
     def losses():
@@ -629,6 +641,8 @@ def test_content_routes_read_every_head_the_gate_switches_on_and_train_only_the_
     assert torch.equal(forget_weights, torch.as_tensor(np.stack(gate_on["forget"])).float())
     assert forget_grad.tolist() == [[0, 0, 1, 0, 1], [0, 0, 0, 2, 2]]  # head number + 1; position 3 of row 0 is high
     assert torch.equal(retain_weights[0], torch.as_tensor(gate_on["retain"][0]).float()) and retain_grad.sum() == 0
+    objective.params = ALTERParams(router="content", forget_tokens="all")  # the high-entropy position learns too
+    assert objective.routes(batch)[1].tolist() == [[0, 0, 1, 1, 1], [0, 0, 0, 2, 2]]
 
 
 def test_the_forget_loss_leaves_special_tokens_alone():

@@ -17,7 +17,7 @@ from alter.errors import UserError
 from alter.adapters.lora import attach_lora
 from alter.methods import METHOD_NAMES, MODULES, get_method
 from alter.methods.base import Reference, mean_nll
-from alter.methods.losses import inverse_hinge, masked_kl, masked_nll
+from alter.methods.losses import inverse_hinge, masked_kl, masked_nll, masked_npo
 from alter.training.finetune import make_accelerator
 from alter.training.loop import TrainConfig, train
 from alter.training.recipe import build_recipe
@@ -358,6 +358,27 @@ def test_inverse_hinge_masked_nll_and_kl_against_hand_computations():
     for loss in (inverse_hinge(logits, targets, nothing), masked_nll(logits, targets, nothing),
                  masked_kl(reference, logits, nothing)):
         assert loss.item() == 0.0
+
+
+def test_masked_npo_against_a_hand_computation():
+    """Per row, the log-ratio summed over its masked positions; rows without one are left out of the mean."""
+    logits = torch.log(torch.tensor([[[0.6, 0.3, 0.1], [0.2, 0.5, 0.3]], [[0.1, 0.1, 0.8], [0.3, 0.3, 0.4]]]))
+    reference = torch.log(torch.tensor([[[0.2, 0.2, 0.6], [0.2, 0.5, 0.3]], [[0.5, 0.25, 0.25], [0.3, 0.3, 0.4]]]))
+    targets = torch.tensor([[0, 1], [2, -100]])
+    beta = 0.5
+    row0 = math.log(0.6 / 0.2) + math.log(0.5 / 0.5)
+    row1 = math.log(0.8 / 0.25)
+
+    def npo(log_ratio):
+        return -2.0 / beta * math.log(1.0 / (1.0 + math.exp(beta * log_ratio)))
+
+    both = torch.tensor([[True, True], [True, False]])
+    assert masked_npo(reference, logits, targets, both, beta).item() == pytest.approx((npo(row0) + npo(row1)) / 2,
+                                                                                      rel=1e-5)
+    first_row_only = torch.tensor([[True, True], [False, False]])
+    assert masked_npo(reference, logits, targets, first_row_only, beta).item() == pytest.approx(npo(row0), rel=1e-5)
+    assert masked_npo(reference, reference, targets, both, beta).item() == pytest.approx(2.0 / beta * math.log(2))
+    assert masked_npo(reference, logits, targets, torch.zeros_like(both), beta).item() == 0.0
 
 
 def test_a_loss_method_plans_one_phase_on_all_weights_or_on_a_lora_adapter(tiny_runs, small_world):

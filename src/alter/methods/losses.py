@@ -17,6 +17,21 @@ def masked_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) 
     return F.cross_entropy(logits[mask].float(), targets[mask])
 
 
+def masked_npo(reference_logits: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
+               beta: float) -> torch.Tensor:
+    """NPO over rows [rows, seq]: -(2/beta) mean log sigmoid(-beta * sum_t (log p - log p_reference)(y_t)), the sum
+    over each row's masked positions; rows without one are left out."""
+    rows = mask.any(-1)
+    if not rows.any():
+        return _nothing(logits)
+    logits, reference_logits, targets, mask = logits[rows], reference_logits[rows], targets[rows], mask[rows]
+    index = targets.clamp_min(0)[..., None]
+    own = F.log_softmax(logits.float(), -1).gather(-1, index).squeeze(-1)
+    reference = F.log_softmax(reference_logits.float(), -1).gather(-1, index).squeeze(-1)
+    log_ratio = ((own - reference) * mask).sum(-1)
+    return -2.0 / beta * F.logsigmoid(-beta * log_ratio).mean()
+
+
 def masked_kl(reference_logits: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """KL(p_reference || p) averaged over masked positions."""
     if not mask.any():

@@ -8,7 +8,8 @@ docs/method.md has the method as implemented, each gap of the paper, the switch 
    fires on every item, from the states it read.
 5. The high/low threshold, the adapter (`AlterModel`), and the two phases:
    Phase I: A (lr_a) and the retain head (lr_b) learn NLL on high-entropy answer tokens;
-   Phase II: forget heads learn the inverse hinge on their own sub-domain's low-entropy tokens, the retain head NLL
+   Phase II: forget heads learn the forget loss (`forget_loss`: the inverse hinge or NPO against the frozen
+   model) on their own sub-domain's low-entropy answer tokens (or all of them: `forget_tokens`), the retain head NLL
    on retain answers, A from high-entropy tokens only, a KL regulariser keeps high-entropy forget tokens at the
    frozen model's distribution, and a 'layer' router learns its routes. With `params.forget_floor=unseen` the
    forget loss holds each row at the likelihood unseen rows' answers have (`floor.py`).

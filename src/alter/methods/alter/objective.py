@@ -7,8 +7,8 @@ inference for each router (docs/method.md, "Training routes"):
   sub-domain's forget rows, from where its gate fires; on retain rows the heads are read but never trained);
 - 'layer', 'shared': at the low-entropy answer tokens of forget rows (the routes the router learns);
 - 'none': every head on every token; retain rows train every head too, as nothing else keeps them harmless there.
-A forget head learns only at low-entropy tokens of its own sub-domain's rows (isolation; `head_grad`), except
-under 'none' on retain rows.
+A forget head learns only on its own sub-domain's rows (isolation; `head_grad`), except under 'none' on retain
+rows, and there only at the answer tokens `forget_tokens` names: the low-entropy ones (the paper) or all of them.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from alter.data.batching import pad_rows
 from alter.data.formatting import IGNORE_INDEX
 from alter.methods.alter.params import ALTERParams
 from alter.methods.base import first_answer_position
-from alter.methods.losses import inverse_hinge, masked_kl, masked_nll
+from alter.methods.losses import inverse_hinge, masked_kl, masked_nll, masked_npo
 from alter.models.outputs import logits_at
 
 
@@ -120,6 +120,10 @@ class ALTERObjective:
         loss = sum(losses) / len(losses)
         return loss, {"phase1_nll": loss.item()}
 
+    def forget_learns(self, high: torch.Tensor) -> torch.Tensor:
+        """Where a forget head may learn: low-entropy tokens (the paper), or every token (`forget_tokens: all`)."""
+        return ~high if self.params.forget_tokens == "low" else torch.ones_like(high)
+
     def _a_mask(self, high: torch.Tensor, batch: dict) -> torch.Tensor:
         return high if self.params.entropy_guidance else batch["attention_mask"].bool()
 
@@ -129,21 +133,22 @@ class ALTERObjective:
         high = self.high("forget", batch["forget_index"], forget)
         head = (self.domains.to(high.device)[batch["forget_index"]].long() + 1)[:, None].expand_as(high)
         own = torch.nn.functional.one_hot(head.long() - 1, self.heads).float()
+        learns = self.forget_learns(high)
         router = self.params.router
         retain_shape = (*retain["input_ids"].shape, self.heads)
         if router == "content":  # every head the gate switches on acts, as at inference; only the own head learns
             on = self._gate("forget", batch["forget_index"], forget)
-            forget_weights, forget_grad = on, torch.where(((on * own).sum(-1) > 0) & ~high, head, 0)
+            forget_weights, forget_grad = on, torch.where(((on * own).sum(-1) > 0) & learns, head, 0)
             retain_weights = self._gate("retain", batch["retain_index"], retain)
             retain_grad = torch.zeros_like(retain["input_ids"])
         elif router == "none":
             valid = forget["attention_mask"].bool()
             forget_weights = valid[..., None].float().expand(*valid.shape, self.heads)
-            forget_grad = torch.where(valid & ~high, head, 0)
+            forget_grad = torch.where(valid & learns, head, 0)
             retain_weights = retain["attention_mask"][..., None].float().expand(retain_shape)
             retain_grad = torch.where(retain["attention_mask"].bool(), ALL_HEADS, 0)
         else:
-            low_answer = predicts_answer(forget["labels"]) & ~high
+            low_answer = predicts_answer(forget["labels"]) & learns
             forget_weights = own * low_answer[..., None]
             forget_grad = torch.where(low_answer, head, 0)
             retain_weights = torch.zeros(retain_shape, device=high.device)
@@ -155,6 +160,7 @@ class ALTERObjective:
         high = self.high("forget", batch["forget_index"], forget)
         retain_high = self.high("retain", batch["retain_index"], retain)
         answer = predicts_answer(forget["labels"])
+        learns = answer & self.forget_learns(high)
         forget_weights, forget_grad, retain_weights, retain_grad = self.routes(batch)
         joint = joined_batch([forget, retain])
         routing = Routing(
@@ -163,18 +169,22 @@ class ALTERObjective:
             a_grad=pad_rows([self._a_mask(high, forget), self._a_mask(retain_high, retain)], False),
             retain_grad=pad_rows([torch.zeros_like(high), retain["attention_mask"].bool()], False),
             head_grad=pad_rows([forget_grad, retain_grad], 0),
-            **self._router_training(forget, retain, answer & ~high, batch["forget_index"]))
+            **self._router_training(forget, retain, learns, batch["forget_index"]))
         logits, start = self._forward(model, joint, routing)
         forget_rows, retain_rows = row_spans([forget, retain])
         forget_logits = logits[forget_rows, : forget["input_ids"].shape[1] - start]
         retain_logits = logits[retain_rows, : retain["input_ids"].shape[1] - start]
         targets = next_labels(forget["labels"])[:, start:]
+        frozen = self._frozen(model, forget, start)
+        positions = forget_positions(learns[:, start:], targets, self.end_ids)
         direction = self.floor_direction(forget_logits, targets, answer[:, start:], batch["forget_index"])
-        forget_loss = inverse_hinge(forget_logits, targets,
-                                    forget_positions((answer & ~high)[:, start:], targets, self.end_ids),
-                                    stop_at_top=self.params.forget_loss == "hinge_to_top",
-                                    direction=direction[:, None].expand_as(targets))
-        regulariser = masked_kl(self._frozen(model, forget, start), forget_logits, (answer & high)[:, start:])
+        if self.params.forget_loss == "npo":
+            forget_loss = masked_npo(frozen, forget_logits, targets, positions, self.params.npo_beta)
+        else:
+            forget_loss = inverse_hinge(forget_logits, targets, positions,
+                                        stop_at_top=self.params.forget_loss == "hinge_to_top",
+                                        direction=direction[:, None].expand_as(targets))
+        regulariser = masked_kl(frozen, forget_logits, (answer & high & ~learns)[:, start:])
         retain_answer = predicts_answer(retain["labels"])[:, start:]
         retain_loss = masked_kl(self._frozen(model, retain, start), retain_logits, retain_answer) \
             if self.params.retain_loss == "kl" else \

@@ -45,8 +45,11 @@ class ALTERParams:
     phase1_epochs: float = 1.0
     lr_a: float = 1e-5
     lr_b: float = 2e-3  # paper: 1e-3, at which the heads move forget answers a third of the way (docs/method.md)
-    forget_loss: str = "hinge"  # "hinge": 1 + p(y) - max p(other) (paper); "hinge_to_top": stops once y is not top
+    forget_loss: str = "hinge"  # "hinge": 1 + p(y) - max p(other) (paper); "hinge_to_top": stops once y is not top;
+    # "npo": NPO per row over the tokens where the heads learn, against the frozen target (does not saturate)
+    npo_beta: float = 0.1
     forget_floor: str = "none"  # "unseen": hold forget items at unseen rows' likelihood (floor.py, docs/method.md)
+    forget_tokens: str = "low"  # where the forget heads learn: "low"-entropy answer tokens (paper) or "all"
     forget_weight: float = 1.0
     retain_loss: str = "nll"  # Phase II on retain answers: "nll" (paper) or "kl": KL(target || adapted)
     retain_weight: float = 1.0
@@ -59,8 +62,12 @@ class ALTERParams:
     def __post_init__(self):
         if self.router not in ROUTERS:
             raise ValueError(f"params.router: expected one of {', '.join(ROUTERS)}, got {self.router!r}")
-        if self.forget_loss not in ("hinge", "hinge_to_top"):
-            raise ValueError(f"params.forget_loss: expected 'hinge' or 'hinge_to_top', got {self.forget_loss!r}")
+        if self.forget_loss not in ("hinge", "hinge_to_top", "npo"):
+            raise ValueError(f"params.forget_loss: expected 'hinge', 'hinge_to_top' or 'npo', got {self.forget_loss!r}")
+        if self.forget_loss == "npo" and self.forget_floor != "none":
+            raise ValueError("params.forget_floor: the floor steers the hinge; with forget_loss 'npo' it must be 'none'")
+        if self.forget_tokens not in ("low", "all"):
+            raise ValueError(f"params.forget_tokens: expected 'low' or 'all', got {self.forget_tokens!r}")
         if self.retain_loss not in ("nll", "kl"):
             raise ValueError(f"params.retain_loss: expected 'nll' or 'kl', got {self.retain_loss!r}")
         if self.forget_floor not in ("unseen", "none"):
