@@ -7,8 +7,9 @@ inference for each router (docs/method.md, "Training routes"):
   sub-domain's forget rows, from where its gate fires; on retain rows the heads are read but never trained);
 - 'layer', 'shared': at the low-entropy answer tokens of forget rows (the routes the router learns);
 - 'none': every head on every token; retain rows train every head too, as nothing else keeps them harmless there.
-A forget head learns only on its own sub-domain's rows (isolation; `head_grad`), except under 'none' on retain
-rows, and there only at the answer tokens `forget_tokens` names: the low-entropy ones (the paper) or all of them.
+A forget head learns only on its own sub-domain's rows (isolation; `head_grad`; under 'none' on retain rows too),
+and only at the tokens `forget_tokens` names: the low-entropy ones (the paper) or all of them. The forget loss reads
+the answer positions among those.
 """
 
 from __future__ import annotations
