@@ -432,10 +432,12 @@ def test_training_lowers_forget_probability_and_leaves_base_weights_bitwise_unch
 
 def test_npo_on_every_answer_token_lowers_forget_probability_and_leaves_base_weights_unchanged(tiny_runs,
                                                                                                 small_world):
-    model, base, before, after, _, _ = short_alter_run(
+    model, base, before, after, plan, _ = short_alter_run(
         tiny_runs, small_world, ["train.max_steps=4", "params.lr_b=0.05", "params.threshold_quantile=0.7",
-                                 "params.forget_heads=2", "params.forget_loss=npo", "params.forget_tokens=all"])
+                                 "params.forget_heads=2", "params.forget_loss=npo", "params.forget_tokens=all",
+                                 "params.forget_floor=unseen"])
     assert after > before
+    assert plan.curves[1][0]["forget_rows_pushed"] > 0  # the floor steers NPO as it steers the hinge
     assert all(torch.equal(param, base[name]) for name, param in model.named_parameters() if name in base)
 
 
@@ -538,8 +540,6 @@ def test_options_alter_cannot_honour_are_refused():
                        ("forget_loss", "ga"), ("router_training", "never"), ("forget_tokens", "high")):
         with pytest.raises(UserError, match=f"params.{key}"):
             build_recipe("alter", None, [f"params.{key}={value}"])
-    with pytest.raises(UserError, match="params.forget_floor"):
-        build_recipe("alter", None, ["params.forget_loss=npo", "params.forget_floor=unseen"])
     assert "lora" not in build_recipe("alter", None, []).as_dict()
     assert "learning_rate" not in build_recipe("alter", None, []).as_dict()["train"]
 

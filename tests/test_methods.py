@@ -379,6 +379,11 @@ def test_masked_npo_against_a_hand_computation():
     assert masked_npo(reference, logits, targets, first_row_only, beta).item() == pytest.approx(npo(row0), rel=1e-5)
     assert masked_npo(reference, reference, targets, both, beta).item() == pytest.approx(2.0 / beta * math.log(2))
     assert masked_npo(reference, logits, targets, torch.zeros_like(both), beta).item() == 0.0
+    # the forget floor's directions: a row pulled back up has its term negated, a row left alone counts as 0
+    pulled = masked_npo(reference, logits, targets, both, beta, direction=torch.tensor([1.0, -1.0]))
+    assert pulled.item() == pytest.approx((npo(row0) - npo(row1)) / 2, rel=1e-5)
+    alone = masked_npo(reference, logits, targets, first_row_only, beta, direction=torch.tensor([0.0, 1.0]))
+    assert alone.item() == 0.0
 
 
 def test_a_loss_method_plans_one_phase_on_all_weights_or_on_a_lora_adapter(tiny_runs, small_world):

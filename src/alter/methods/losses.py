@@ -18,9 +18,10 @@ def masked_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) 
 
 
 def masked_npo(reference_logits: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor,
-               beta: float) -> torch.Tensor:
+               beta: float, direction: torch.Tensor | None = None) -> torch.Tensor:
     """NPO over rows [rows, seq]: -(2/beta) mean log sigmoid(-beta * sum_t (log p - log p_reference)(y_t)), the sum
-    over each row's masked positions; rows without one are left out."""
+    over each row's masked positions; rows without one are left out. `direction` [rows]: +1 pushes a row's answer
+    down, -1 pulls it back up (its term is negated), 0 leaves it alone."""
     rows = mask.any(-1)
     if not rows.any():
         return _nothing(logits)
@@ -29,7 +30,8 @@ def masked_npo(reference_logits: torch.Tensor, logits: torch.Tensor, targets: to
     own = F.log_softmax(logits.float(), -1).gather(-1, index).squeeze(-1)
     reference = F.log_softmax(reference_logits.float(), -1).gather(-1, index).squeeze(-1)
     log_ratio = ((own - reference) * mask).sum(-1)
-    return -2.0 / beta * F.logsigmoid(-beta * log_ratio).mean()
+    values = -2.0 / beta * F.logsigmoid(-beta * log_ratio)
+    return (values if direction is None else values * direction[rows]).mean()
 
 
 def masked_kl(reference_logits: torch.Tensor, logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

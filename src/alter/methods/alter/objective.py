@@ -180,7 +180,7 @@ class ALTERObjective:
         positions = forget_positions(learns[:, start:], targets, self.end_ids)
         direction = self.floor_direction(forget_logits, targets, answer[:, start:], batch["forget_index"])
         if self.params.forget_loss == "npo":
-            forget_loss = masked_npo(frozen, forget_logits, targets, positions, self.params.npo_beta)
+            forget_loss = masked_npo(frozen, forget_logits, targets, positions, self.params.npo_beta, direction)
         else:
             forget_loss = inverse_hinge(forget_logits, targets, positions,
                                         stop_at_top=self.params.forget_loss == "hinge_to_top",

@@ -64,8 +64,6 @@ class ALTERParams:
             raise ValueError(f"params.router: expected one of {', '.join(ROUTERS)}, got {self.router!r}")
         if self.forget_loss not in ("hinge", "hinge_to_top", "npo"):
             raise ValueError(f"params.forget_loss: expected 'hinge', 'hinge_to_top' or 'npo', got {self.forget_loss!r}")
-        if self.forget_loss == "npo" and self.forget_floor != "none":
-            raise ValueError("params.forget_floor: the floor steers the hinge; with forget_loss 'npo' use 'none'")
         if self.forget_tokens not in ("low", "all"):
             raise ValueError(f"params.forget_tokens: expected 'low' or 'all', got {self.forget_tokens!r}")
         if self.retain_loss not in ("nll", "kl"):
