@@ -437,7 +437,7 @@ def test_npo_on_every_answer_token_lowers_forget_probability_and_leaves_base_wei
                                  "params.forget_heads=2", "params.forget_loss=npo", "params.forget_tokens=all",
                                  "params.forget_floor=unseen"])
     assert after > before
-    assert plan.curves[1][0]["forget_rows_pushed"] > 0  # the floor steers NPO as it steers the hinge
+    assert plan.facts["alter"]["forget_floor"]["kind"] == "unseen"  # NPO with a floor trains (what it does: below)
     assert all(torch.equal(param, base[name]) for name, param in model.named_parameters() if name in base)
 
 
@@ -569,15 +569,10 @@ def test_joint_batch_gives_each_part_the_logits_of_its_own_forward(tiny_runs, sm
     assert torch.equal(joint["labels"][row_spans([forget, retain])[0], : forget["labels"].shape[1]], forget["labels"])
 
 
-@pytest.mark.parametrize("router,retain_loss,forget_loss", [(router, "nll", "hinge") for router in ROUTERS]
-                         + [("content", "kl", "hinge"), ("content", "nll", "npo")])
-def test_losses_read_the_same_positions_when_the_output_layer_skips_prompts(router, retain_loss, forget_loss, tiny_runs,
-                                                                            small_world, monkeypatch,
-                                                                            random_alter_adapter):
-    from alter.methods.alter import objective as alter_objective
-
+def objective_on_a_batch(tiny_runs, small_world, random_alter_adapter, params: ALTERParams):
+    """A tiny target, an ALTER objective over random heads, entropies and gate firings, and its first batch."""
     model, tokenizer = fresh_target(tiny_runs)
-    adapter = random_alter_adapter(model, seed=1, router=router)
+    adapter = random_alter_adapter(model, seed=1, router=params.router)
     data = TofuData(str(small_world))
     encode = lambda rows: [encode_qa(tokenizer, r["question"], r["answer"]) for r in rows]  # noqa: E731
     forget, retain = encode(data.load("forget10")[:8]), encode(data.load("retain90"))
@@ -586,9 +581,19 @@ def test_losses_read_the_same_positions_when_the_output_layer_skips_prompts(rout
                  for kind, items in (("forget", forget), ("retain", retain))}
     gate_on = {kind: [(torch.rand(len(item.input_ids), 2, generator=generator) > 0.5).numpy() for item in items]
                for kind, items in (("forget", forget), ("retain", retain))}
-    params = ALTERParams(router=router, retain_loss=retain_loss, forget_loss=forget_loss)
     objective = ALTERObjective(adapter, params, entropies, torch.tensor([0, 1] * 4), threshold=1.0, gate_on=gate_on)
-    batch = UnlearnBatches(forget, retain, None, 4, 0, tokenizer.pad_token_id).batch(0, 0)
+    return model, objective, UnlearnBatches(forget, retain, None, 4, 0, tokenizer.pad_token_id).batch(0, 0)
+
+
+@pytest.mark.parametrize("router,retain_loss,forget_loss", [(router, "nll", "hinge") for router in ROUTERS]
+                         + [("content", "kl", "hinge"), ("content", "nll", "npo")])
+def test_losses_read_the_same_positions_when_the_output_layer_skips_prompts(router, retain_loss, forget_loss, tiny_runs,
+                                                                            small_world, monkeypatch,
+                                                                            random_alter_adapter):
+    from alter.methods.alter import objective as alter_objective
+
+    params = ALTERParams(router=router, retain_loss=retain_loss, forget_loss=forget_loss)
+    model, objective, batch = objective_on_a_batch(tiny_runs, small_world, random_alter_adapter, params)
 
     def losses():
         with torch.no_grad():
@@ -600,6 +605,24 @@ def test_losses_read_the_same_positions_when_the_output_layer_skips_prompts(rout
     every_position = losses()
     assert skipping == pytest.approx(every_position, rel=1e-5, abs=1e-6)
     assert skipping[2] > 1e-4  # the retain loss: NLL, or KL from the target, which the random heads move away from
+
+
+@pytest.mark.parametrize("forget_loss", ["hinge", "npo"])
+def test_the_floor_negates_the_forget_loss_of_rows_below_it_and_drops_rows_without_one(forget_loss, tiny_runs,
+                                                                                       small_world,
+                                                                                       random_alter_adapter):
+    params = ALTERParams(forget_loss=forget_loss, forget_tokens="all")
+    model, objective, batch = objective_on_a_batch(tiny_runs, small_world, random_alter_adapter, params)
+
+    def forget_loss_with(floors):
+        objective.floors = floors
+        with torch.no_grad():
+            return objective.phase2(model, batch)[1]["forget_loss"]
+
+    pushed = forget_loss_with(None)
+    assert pushed > 0
+    assert forget_loss_with(torch.full((8,), 100.0)) == pytest.approx(-pushed, rel=1e-5)  # every row below: pulled
+    assert forget_loss_with(torch.full((8,), float("nan"))) == 0.0  # no row has a floor: none is moved
 
 
 def test_the_kl_retain_loss_is_zero_where_the_adapter_equals_the_target(tiny_runs, small_world):
