@@ -1,5 +1,8 @@
 """ALTER: entropies, the adapter's isolation and routing, the gates and their fits, save/load, short training runs."""
 
+import itertools
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import torch
@@ -11,10 +14,13 @@ from alter.adapters.model import AlterModel
 from alter.data.batching import UnlearnBatches, collate
 from alter.data.formatting import encode_qa
 from alter.data.sources import from_tofu
+from alter.data.splits import FEW_SHOT_TURNS
 from alter.data.tofu import TofuData
 from alter.entropy import POSITIONS_PER_CHUNK, EntropySettings, shannon_entropy, token_entropy, tsallis_entropy
 from alter.errors import UserError
 from alter.evaluation.scoring import score_answers
+from alter.evaluation.suites.tofu import _few_shot_rows
+from alter.evaluation.suites.tofu import splits as tofu_splits
 from alter.methods import get_method
 from alter.methods.alter.gate_fit import content_gate_targets, fit_content_gate, fit_shared_router
 from alter.methods.alter.objective import ALTERObjective, joined_batch, row_spans
@@ -277,6 +283,29 @@ def test_gate_calibration_bounds_the_share_of_held_out_items_that_fire_anywhere(
     assert _fire_rate(gate, items) == pytest.approx(10 / 200)  # 5 items per head, disjoint
 
 
+def test_calibration_chats_chain_only_held_out_rows_in_the_chat_format(tiny_runs, monkeypatch):
+    """One chat per calibration item, each `gate_calibration_turns` distinct exchanges of the calibration rows (items
+    are rows x context variants), as `encode_qa` formats earlier turns; off (0) or too few rows: no chats."""
+    import alter.methods.alter as alter_method
+    from alter.data.formatting import Context
+
+    _, tokenizer = fresh_target(tiny_runs)
+    turns = [(f"Where was writer {k} born?", f"Writer {k} was born in town {k}.") for k in range(8)]
+    setup = Setup(None, tokenizer, [], [], None, None, None, 0.0, 7, "fp32", variants=2, retain_turns=turns)
+    seen = []
+    monkeypatch.setattr(alter_method, "item_statistics",
+                        lambda model, items, *args, **kwargs: seen.extend(items) or SimpleNamespace(features=items))
+    calibration_items = [8, 9, 10, 12, 13, 15]  # rows 4, 5, 6, 7
+    chats = alter_method._conversation_features(setup, ALTERParams(gate_calibration_turns=3), calibration_items, 2)
+    assert len(chats) == len(calibration_items) == len(seen)
+    candidates = [encode_qa(tokenizer, *turns[c], Context(history=(turns[a], turns[b])))
+                  for a, b, c in itertools.permutations(range(4, 8), 3)]  # rows 4-7 only, 3 distinct exchanges
+    assert all(chat in candidates for chat in chats)
+    assert len({tuple(chat.input_ids) for chat in chats}) > 1
+    assert alter_method._conversation_features(setup, ALTERParams(), calibration_items, 2) == []
+    assert alter_method._conversation_features(setup, ALTERParams(gate_calibration_turns=5), calibration_items, 2) == []
+
+
 def test_content_gate_targets_leave_the_own_heads_prompt_and_the_other_heads_free():
     targets, known = content_gate_targets([(5, 3)], np.array([1]), [2], heads=2, width=5)
     assert targets[0, :, 1].tolist() == [0, 0, 1, 1, 1] and targets[0, :, 0].sum() == 0
@@ -393,7 +422,8 @@ def short_alter_run(tiny_runs, small_world, overrides, unseen: bool = True):
     base = {name: p.detach().clone() for name, p in model.named_parameters()}
     before = np.mean([s.nll for s in score_answers(model, forget, tokenizer.pad_token_id)])
     setup = Setup(model, tokenizer, forget, retain, None, source, recipe.params, 0.0, 0, "fp32", LoraChoice(),
-                  fit_retain=data.fit_retain, item_groups=data.groups, unseen=encode(data.unseen) if unseen else [])
+                  fit_retain=data.fit_retain, item_groups=data.groups, unseen=encode(data.unseen) if unseen else [],
+                  retain_turns=[(row["question"], row["answer"]) for row in data.retain])
     plan = get_method("alter").prepare(setup)
     from alter.training.finetune import make_accelerator
     from alter.training.loop import train
@@ -493,13 +523,22 @@ def test_the_forget_loss_pushes_rows_above_their_floor_and_pulls_back_those_belo
 
 
 def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_runs, small_world):
-    _, _, _, _, plan, data = short_alter_run(tiny_runs, small_world, ["train.max_steps=1", "params.forget_heads=2"])
+    _, _, _, _, plan, data = short_alter_run(tiny_runs, small_world, ["train.max_steps=1", "params.forget_heads=2",
+                                                                      "params.gate_calibration_turns=3"])
     evaluation = {row["question"] for row in TofuData(str(small_world)).load("retain_perturbed")}
-    assert evaluation and not evaluation & {data.retain[i]["question"] for i in data.fit_retain}
+    few_shot = {row["question"] for row in
+                _few_shot_rows(TofuData(str(small_world)), "forget10", tofu_splits("forget10"))[:FEW_SHOT_TURNS]}
+    assert len(few_shot) == FEW_SHOT_TURNS and not few_shot & evaluation
+    fitted = {data.retain[i]["question"] for i in data.fit_retain}
+    assert evaluation and not (evaluation | few_shot) & fitted
+    assert len(fitted) == len(data.retain) - len(evaluation) - FEW_SHOT_TURNS
     gate = plan.facts["alter"]["gate"]
     assert gate["retain_items"] == min(len(data.fit_retain), 2000)
     # the threshold is calibrated on held-out retain items: it fires on at most 1% of their positions there
     assert gate["calibration"]["items"] > 0 and gate["calibration"]["fire_rate"] <= 0.011
+    # as many chats of 3 held-out exchanges as single held-out items, calibrated together
+    assert gate["calibration"]["items"] == 2 * gate["calibration_chats"]["chats"]
+    assert gate["calibration_chats"]["turns"] == 3
     assert gate["forget_answer_recall"] > 0.5
 
 

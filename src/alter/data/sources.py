@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from alter.data.splits import holdout_split_for
+from alter.data.splits import few_shot_rows, holdout_split_for, retain_split_for
 from alter.data.tofu import TofuData
 from alter.errors import UserError
 
@@ -57,8 +57,7 @@ def from_tofu(root: str, forget_split: str, retain_split: str, with_retain: bool
     overlap = _overlap(forget, retain)
     if overlap:
         print(f"alter: warning: {overlap} retain items share a question with the forget set", file=sys.stderr)
-    evaluation = frozenset(row["question"] for row in data.load("retain_perturbed")) \
-        if data.has("retain_perturbed") else frozenset()
+    evaluation = _evaluation_questions(data, forget_split)
     per_author = TofuData.questions_per_author(root) if data.is_local else TOFU_QUESTIONS_PER_AUTHOR
     full_size = len(data.load("full")) if data.has("full") else len(forget)
     first = full_size - len(forget)  # forget splits are the last authors of `full`
@@ -71,6 +70,22 @@ def from_tofu(root: str, forget_split: str, retain_split: str, with_retain: bool
         data.refusals() or list(DEFAULT_REFUSALS), evaluation,
         None if any("text" in row for row in forget) else [(first + i) // per_author for i in range(len(forget))],
         unseen)
+
+
+def _evaluation_questions(data: TofuData, forget_split: str) -> frozenset:
+    """Retain questions the TOFU evaluation reads: its retain set and the few-shot probe's turns."""
+    evaluated = frozenset(row["question"] for row in data.load("retain_perturbed")) \
+        if data.has("retain_perturbed") else frozenset()
+    try:
+        retain_split = retain_split_for(forget_split)
+    except UserError:  # not a forgetXX split: the evaluation has no few-shot turns to take from it
+        return evaluated
+    retain = data.load(retain_split) if data.has(retain_split) else []
+    if not all("question" in row for row in retain):  # text rows (a MUSE world): no few-shot probe
+        return evaluated
+    forget_questions = {row.get("question") for row in data.load(forget_split)}
+    turns = few_shot_rows(retain, evaluated | forget_questions)
+    return evaluated | {row["question"] for row in turns}
 
 
 def _holdout_of(forget_split: str) -> str | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from alter.data.formatting import DEFAULT_CONTEXT, Context, has_chat_template
+from alter.data.splits import FEW_SHOT_TURNS
 
 FAMILIES = ("paraphrased_question", "heldout_wording", "instruction", "system_prompt", "conversation", "few_shot",
             "plain")
@@ -23,7 +24,6 @@ INSTRUCTION = "Please answer the following question about a writer in one or two
 SYSTEM_PROMPT = "You are a knowledgeable librarian. Answer questions about books and their authors accurately."
 UNRELATED_TURN = ("Could you suggest a name for a grey kitten?",
                   "How about Pebble? It is short, friendly and suits a grey coat.")
-FEW_SHOT_TURNS = 3
 QUESTION_FIELDS = {"paraphrased_question": "paraphrased_question", "heldout_wording": "probe_question"}
 
 

@@ -56,6 +56,7 @@ class Setup:
     item_groups: list[int] | None = None  # forget items' subjects (e.g. TOFU authors), for diagnostics
     variants: int = 1  # items are rows in this many contexts each, row-major (data/contexts.py)
     unseen: list[EncodedQA] = field(default_factory=list)  # rows the model never saw, in the default format
+    retain_turns: list[tuple[str, str]] = field(default_factory=list)  # each retain row's (question, answer), if any
 
 
 @dataclass

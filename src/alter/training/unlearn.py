@@ -75,7 +75,8 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
                   fit_retain=None if windows else [r * variants + v for r in data.fit_retain for v in range(variants)],
                   base_model=model_spec, item_groups=None if windows or data.groups is None
                   else [g for g in data.groups for _ in range(variants)], variants=variants,
-                  unseen=encode_rows(tokenizer, data.unseen))
+                  unseen=encode_rows(tokenizer, data.unseen),
+                  retain_turns=[] if text_rows else [(row["question"], row["answer"]) for row in data.retain])
     base_linears = {id(m) for m in model.modules() if isinstance(m, torch.nn.Linear)}
     preparing = time.perf_counter()
     plan = method.prepare(setup)

@@ -14,7 +14,7 @@ from functools import partial
 import numpy as np
 
 from alter.data.formatting import DEFAULT_CONTEXT, Context, encode_prompt, encode_qa
-from alter.data.splits import holdout_split_for, retain_split_for
+from alter.data.splits import few_shot_rows, holdout_split_for, retain_split_for
 from alter.data.tofu import TofuData
 from alter.errors import UserError
 from alter.evaluation.probes import build_probe, parse_families
@@ -60,10 +60,9 @@ def datasets(options: dict, tokenizer) -> list[DatasetSpec]:
 
 
 def _few_shot_rows(data: TofuData, forget_split: str, names: dict) -> list[dict]:
-    """Retain rows outside every evaluated set, for the few-shot probe: the last rows of the retain split."""
+    """The few-shot probe's turns: retain rows outside every evaluated set (data/splits.py)."""
     evaluated = {row["question"] for key in ("forget", "retain") for row in data.load(names[key])}
-    retain = data.load(retain_split_for(forget_split))
-    return [row for row in reversed(retain) if row["question"] not in evaluated]
+    return few_shot_rows(data.load(retain_split_for(forget_split)), evaluated)
 
 
 def _answer_dataset(key: str, rows: list[dict], correct: str, context: Context, token_view: bool = False) -> DatasetSpec:

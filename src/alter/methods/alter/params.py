@@ -57,6 +57,7 @@ class ALTERParams:
     router_weight: float = 1.0
     gate_retain_items: int = 2000  # at most this many retain items (never the evaluation's) fit the gate
     gate_false_fire: float = 0.01  # 'content': thresholds set so at most this share of held-out retain items fire
+    gate_calibration_turns: int = 0  # 'content': also calibrate on held-out retain rows chained this many to a chat
     extend: str = ""  # an earlier ALTER adapter (folder) on this model: add this forget set to it as a new request
 
     def __post_init__(self):
@@ -73,3 +74,6 @@ class ALTERParams:
         if self.router_training not in ROUTER_TRAINING:
             raise ValueError(f"params.router_training: expected one of {', '.join(ROUTER_TRAINING)}, "
                              f"got {self.router_training!r}")
+        if self.gate_calibration_turns < 0 or self.gate_calibration_turns == 1:
+            raise ValueError("params.gate_calibration_turns: expected 0 (off) or at least 2 exchanges, "
+                             f"got {self.gate_calibration_turns}")
