@@ -284,8 +284,8 @@ def test_gate_calibration_bounds_the_share_of_held_out_items_that_fire_anywhere(
 
 
 def test_calibration_chats_chain_only_held_out_rows_in_the_chat_format(tiny_runs, monkeypatch):
-    """One chat per calibration item, each `gate_calibration_turns` distinct exchanges of the calibration rows (items
-    are rows x context variants), as `encode_qa` formats earlier turns; off (0) or too few rows: no chats."""
+    """Each chat is `gate_chat_turns` distinct exchanges of the given items' rows (items are rows x context variants),
+    as `encode_qa` formats earlier turns; fewer rows than turns: no chats."""
     import alter.methods.alter as alter_method
     from alter.data.formatting import Context
 
@@ -296,14 +296,13 @@ def test_calibration_chats_chain_only_held_out_rows_in_the_chat_format(tiny_runs
     monkeypatch.setattr(alter_method, "item_statistics",
                         lambda model, items, *args, **kwargs: seen.extend(items) or SimpleNamespace(features=items))
     calibration_items = [8, 9, 10, 12, 13, 15]  # rows 4, 5, 6, 7
-    chats = alter_method._conversation_features(setup, ALTERParams(gate_calibration_turns=3), calibration_items, 2)
-    assert len(chats) == len(calibration_items) == len(seen)
+    chats = alter_method._chat_features(setup, ALTERParams(gate_chat_turns=3), calibration_items, 5, 2)
+    assert len(chats) == 5 == len(seen)
     candidates = [encode_qa(tokenizer, *turns[c], Context(history=(turns[a], turns[b])))
                   for a, b, c in itertools.permutations(range(4, 8), 3)]  # rows 4-7 only, 3 distinct exchanges
     assert all(chat in candidates for chat in chats)
     assert len({tuple(chat.input_ids) for chat in chats}) > 1
-    assert alter_method._conversation_features(setup, ALTERParams(), calibration_items, 2) == []
-    assert alter_method._conversation_features(setup, ALTERParams(gate_calibration_turns=5), calibration_items, 2) == []
+    assert alter_method._chat_features(setup, ALTERParams(gate_chat_turns=5), calibration_items, 5, 2) == []
 
 
 def test_content_gate_targets_leave_the_own_heads_prompt_and_the_other_heads_free():
@@ -524,7 +523,7 @@ def test_the_forget_loss_pushes_rows_above_their_floor_and_pulls_back_those_belo
 
 def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_runs, small_world):
     _, _, _, _, plan, data = short_alter_run(tiny_runs, small_world, ["train.max_steps=1", "params.forget_heads=2",
-                                                                      "params.gate_calibration_turns=3"])
+                                                                      "params.gate_chats=both", "params.gate_chat_turns=3"])
     evaluation = {row["question"] for row in TofuData(str(small_world)).load("retain_perturbed")}
     few_shot = {row["question"] for row in
                 _few_shot_rows(TofuData(str(small_world)), "forget10", tofu_splits("forget10"))[:FEW_SHOT_TURNS]}
@@ -536,9 +535,10 @@ def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_ru
     assert gate["retain_items"] == min(len(data.fit_retain), 2000)
     # the threshold is calibrated on held-out retain items: it fires on at most 1% of their positions there
     assert gate["calibration"]["items"] > 0 and gate["calibration"]["fire_rate"] <= 0.011
-    # as many chats of 3 held-out exchanges as single held-out items, calibrated together
-    assert gate["calibration"]["items"] == 2 * gate["calibration_chats"]["chats"]
-    assert gate["calibration_chats"]["turns"] == 3
+    # as many chats of 3 held-out exchanges as single held-out items, calibrated together; the fit's chats hold as
+    # many exchanges as its single items
+    assert gate["calibration"]["items"] == 2 * gate["chats"]["calibration"] > 0
+    assert gate["chats"]["fit"] == (gate["items"]["retain"] - gate["chats"]["fit"]) // 3 > 0
     assert gate["forget_answer_recall"] > 0.5
 
 

@@ -31,8 +31,8 @@ import torch
 from alter.adapters.config import AlterConfig
 from alter.adapters.gates import ContentGate, SharedRouter
 from alter.adapters.model import AlterModel, default_gate_layer, is_alter_adapter
-from alter.entropy import EntropySettings, threshold_from
 from alter.data.formatting import Context, encode_qa
+from alter.entropy import EntropySettings, threshold_from
 from alter.errors import UserError
 from alter.methods.alter.floor import floor_facts, unseen_floors
 from alter.methods.alter.gate_fit import fit_content_gate, fit_shared_router
@@ -185,11 +185,17 @@ def _fit_gate(setup: Setup, params: ALTERParams, forget, domains: np.ndarray, re
     if params.router == "content":
         # The last fifth of the sample (contiguous rows: whole TOFU authors) is held out to calibrate the threshold.
         cut = len(retain) - len(retain) // 5
-        chats = _conversation_features(setup, params, sample[cut:], _gate_reads(setup.model, params))
+        reads = _gate_reads(setup.model, params)
+        # The fit's chats hold as many exchanges as its single items (its memory grows with the longest item);
+        # the calibration's, one chat per held-out item.
+        fit_chats = _chat_features(setup, params, sample[:cut], cut // params.gate_chat_turns, reads) \
+            if params.gate_chats == "both" else []
+        held_out_chats = _chat_features(setup, params, sample[cut:], len(retain) - cut, reads) \
+            if params.gate_chats != "none" else []
         gate = ContentGate(hidden, heads)
-        facts = fit_content_gate(gate, forget.features, prompts, domains, retain[:cut], setup.seed,
-                                 retain[cut:] + chats, params.gate_false_fire)
-        facts["calibration_chats"] = {"chats": len(chats), "turns": params.gate_calibration_turns if chats else 0}
+        facts = fit_content_gate(gate, forget.features, prompts, domains, retain[:cut] + fit_chats, setup.seed,
+                                 retain[cut:] + held_out_chats, params.gate_false_fire)
+        facts["chats"] = {"fit": len(fit_chats), "calibration": len(held_out_chats), "turns": params.gate_chat_turns}
     else:
         gate = SharedRouter(hidden, heads + int(params.null_output))
         means = [SharedRouter.running_mean(torch.as_tensor(f)[None], None)[0][0].numpy() for f in forget.features]
@@ -198,18 +204,19 @@ def _fit_gate(setup: Setup, params: ALTERParams, forget, domains: np.ndarray, re
     return gate, {**facts, "retain_items": count, "kind": params.router}
 
 
-def _conversation_features(setup: Setup, params: ALTERParams, items: list[int], reads: int) -> list[np.ndarray]:
-    """The gate layer's states over chats of `params.gate_calibration_turns` held-out retain exchanges, one chat per
-    calibration item (seeded draws of its rows). A false fire anywhere in a chat stays on for the rest of it (the
-    running max), and later turns read earlier ones: the threshold is calibrated on single exchanges alone fired on
-    every answer after one few-shot prefix (docs/method.md, "Calibrated on chats")."""
-    turns = params.gate_calibration_turns
+def _chat_features(setup: Setup, params: ALTERParams, items: list[int], count: int, reads: int) -> list[np.ndarray]:
+    """The gate layer's states over `count` chats of `params.gate_chat_turns` exchanges each, seeded draws of the rows
+    of `items` (the fit's rows for the fit, the held-out rows for the calibration). A false fire
+    anywhere in a chat stays on for the rest of it (the running max), and later turns read earlier ones: a gate
+    fitted and calibrated on single exchanges alone fired on every answer after one few-shot prefix (docs/method.md,
+    "Chats of retain exchanges")."""
+    turns = params.gate_chat_turns
     rows = sorted({item // setup.variants for item in items})
-    if not turns or not setup.retain_turns or len(rows) < turns:
+    if not setup.retain_turns or len(rows) < turns:
         return []
     rng = np.random.default_rng(setup.seed + 1)
     chats = []
-    for _ in items:
+    for _ in range(count):
         chosen = [setup.retain_turns[row] for row in rng.choice(rows, turns, replace=False)]
         chats.append(encode_qa(setup.tokenizer, *chosen[-1], Context(history=tuple(chosen[:-1]))))
     entropy = EntropySettings()

@@ -57,7 +57,8 @@ class ALTERParams:
     router_weight: float = 1.0
     gate_retain_items: int = 2000  # at most this many retain items (never the evaluation's) fit the gate
     gate_false_fire: float = 0.01  # 'content': thresholds set so at most this share of held-out retain items fire
-    gate_calibration_turns: int = 0  # 'content': also calibrate on held-out retain rows chained this many to a chat
+    gate_chats: str = "none"  # 'content': chats of retain exchanges in the gate's "calibration" or in its fit too ("both")
+    gate_chat_turns: int = 4  # exchanges per chat
     extend: str = ""  # an earlier ALTER adapter (folder) on this model: add this forget set to it as a new request
 
     def __post_init__(self):
@@ -74,6 +75,7 @@ class ALTERParams:
         if self.router_training not in ROUTER_TRAINING:
             raise ValueError(f"params.router_training: expected one of {', '.join(ROUTER_TRAINING)}, "
                              f"got {self.router_training!r}")
-        if self.gate_calibration_turns < 0 or self.gate_calibration_turns == 1:
-            raise ValueError("params.gate_calibration_turns: expected 0 (off) or at least 2 exchanges, "
-                             f"got {self.gate_calibration_turns}")
+        if self.gate_chats not in ("none", "calibration", "both"):
+            raise ValueError(f"params.gate_chats: expected 'none', 'calibration' or 'both', got {self.gate_chats!r}")
+        if self.gate_chat_turns < 2:
+            raise ValueError(f"params.gate_chat_turns: expected at least 2 exchanges, got {self.gate_chat_turns}")
