@@ -522,8 +522,8 @@ def test_the_forget_loss_pushes_rows_above_their_floor_and_pulls_back_those_belo
 
 
 def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_runs, small_world):
-    _, _, _, _, plan, data = short_alter_run(tiny_runs, small_world, ["train.max_steps=1", "params.forget_heads=2",
-                                                                      "params.gate_chats=both", "params.gate_chat_turns=3"])
+    overrides = ["train.max_steps=1", "params.forget_heads=2", "params.gate_chats=both", "params.gate_chat_turns=3"]
+    _, _, _, _, plan, data = short_alter_run(tiny_runs, small_world, overrides)
     evaluation = {row["question"] for row in TofuData(str(small_world)).load("retain_perturbed")}
     few_shot = {row["question"] for row in
                 _few_shot_rows(TofuData(str(small_world)), "forget10", tofu_splits("forget10"))[:FEW_SHOT_TURNS]}

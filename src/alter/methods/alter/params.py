@@ -57,7 +57,7 @@ class ALTERParams:
     router_weight: float = 1.0
     gate_retain_items: int = 2000  # at most this many retain items (never the evaluation's) fit the gate
     gate_false_fire: float = 0.01  # 'content': thresholds set so at most this share of held-out retain items fire
-    gate_chats: str = "none"  # 'content': chats of retain exchanges in the gate's "calibration" or in its fit too ("both")
+    gate_chats: str = "none"  # 'content': retain chats in the gate's "calibration", or in its fit too ("both")
     gate_chat_turns: int = 4  # exchanges per chat
     extend: str = ""  # an earlier ALTER adapter (folder) on this model: add this forget set to it as a new request
 
