@@ -1,7 +1,6 @@
 """ALTER: entropies, the adapter's isolation and routing, the gates and their fits, save/load, short training runs."""
 
 import itertools
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from alter.data.batching import UnlearnBatches, collate
 from alter.data.formatting import encode_qa
 from alter.data.sources import from_tofu
 from alter.data.splits import FEW_SHOT_TURNS
+from alter.data.subjects import name_swapped_forget_rows
 from alter.data.tofu import TofuData
 from alter.entropy import POSITIONS_PER_CHUNK, EntropySettings, shannon_entropy, token_entropy, tsallis_entropy
 from alter.errors import UserError
@@ -293,8 +293,7 @@ def test_calibration_chats_chain_only_held_out_rows_in_the_chat_format(tiny_runs
     turns = [(f"Where was writer {k} born?", f"Writer {k} was born in town {k}.") for k in range(8)]
     setup = Setup(None, tokenizer, [], [], None, None, None, 0.0, 7, "fp32", variants=2, retain_turns=turns)
     seen = []
-    monkeypatch.setattr(alter_method, "item_statistics",
-                        lambda model, items, *args, **kwargs: seen.extend(items) or SimpleNamespace(features=items))
+    monkeypatch.setattr(alter_method, "hidden_features", lambda model, items, *args: seen.extend(items) or items)
     calibration_items = [8, 9, 10, 12, 13, 15]  # rows 4, 5, 6, 7
     chats = alter_method._chat_features(setup, ALTERParams(gate_chat_turns=3), calibration_items, 5, 2)
     assert len(chats) == 5 == len(seen)
@@ -422,7 +421,8 @@ def short_alter_run(tiny_runs, small_world, overrides, unseen: bool = True):
     before = np.mean([s.nll for s in score_answers(model, forget, tokenizer.pad_token_id)])
     setup = Setup(model, tokenizer, forget, retain, None, source, recipe.params, 0.0, 0, "fp32", LoraChoice(),
                   fit_retain=data.fit_retain, item_groups=data.groups, unseen=encode(data.unseen) if unseen else [],
-                  retain_turns=[(row["question"], row["answer"]) for row in data.retain])
+                  retain_turns=[(row["question"], row["answer"]) for row in data.retain],
+                  name_swaps=[(row["question"], row["answer"]) for row in name_swapped_forget_rows(data, 0)])
     plan = get_method("alter").prepare(setup)
     from alter.training.finetune import make_accelerator
     from alter.training.loop import train
@@ -491,6 +491,22 @@ def test_the_floors_answer_logprob_is_the_evaluations_mean_answer_nll(tiny_runs,
     assert item_statistics(model, items, tokenizer.pad_token_id, "fp32", EntropySettings()).answer_logprob is None
 
 
+def test_the_bodys_hidden_features_are_the_full_models_at_every_layer(tiny_runs, small_world):
+    """Chats and name swaps are read by the transformer body alone (no output layer); the gate is fitted on them beside
+    the full model's states of single items, so both must be the same states."""
+    from alter.methods.alter.statistics import hidden_features, item_statistics
+
+    model, tokenizer = fresh_target(tiny_runs)
+    rows = TofuData(str(small_world)).load("retain90")[:5]
+    items = [encode_qa(tokenizer, r["question"], r["answer"]) for r in rows]
+    for layer in range(model.config.num_hidden_layers + 1):
+        full = item_statistics(model, items, tokenizer.pad_token_id, "fp32", EntropySettings(), feature_layer=layer)
+        body = hidden_features(model, items, tokenizer.pad_token_id, "fp32", layer)
+        assert [f.shape for f in body] == [(len(item.input_ids), model.config.hidden_size) for item in items]
+        for expected, got in zip(full.features, body):
+            np.testing.assert_array_equal(got, expected)
+
+
 def test_unseen_floors_send_each_forget_item_to_the_unseen_quantile_of_its_rank():
     """Hand computation: items' own-format log-probabilities -0.1, -0.5, -0.2 rank 3, 1, 2 of 3, so they stop at the
     unseen rows' quantiles 5/6, 1/6, 1/2: -1.5, -3.5, -2.5 (linear interpolation over -4, -3, -2, -1). Their
@@ -522,7 +538,8 @@ def test_the_forget_loss_pushes_rows_above_their_floor_and_pulls_back_those_belo
 
 
 def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_runs, small_world):
-    overrides = ["train.max_steps=1", "params.forget_heads=2", "params.gate_chats=both", "params.gate_chat_turns=3"]
+    overrides = ["train.max_steps=1", "params.forget_heads=2", "params.gate_chats=both", "params.gate_chat_turns=3",
+                 "params.gate_name_swaps=true"]
     _, _, _, _, plan, data = short_alter_run(tiny_runs, small_world, overrides)
     evaluation = {row["question"] for row in TofuData(str(small_world)).load("retain_perturbed")}
     few_shot = {row["question"] for row in
@@ -538,7 +555,9 @@ def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_ru
     # as many chats of 3 held-out exchanges as single held-out items, calibrated together; the fit's chats hold as
     # many exchanges as its single items
     assert gate["calibration"]["items"] == 2 * gate["chats"]["calibration"] > 0
-    assert gate["chats"]["fit"] == (gate["items"]["retain"] - gate["chats"]["fit"]) // 3 > 0
+    # every forget row names its subject in this world: one name-swapped copy each, among the fit's negatives
+    assert gate["name_swaps"] == len(data.forget)
+    assert gate["chats"]["fit"] == (gate["items"]["retain"] - gate["chats"]["fit"] - gate["name_swaps"]) // 3 > 0
     assert gate["forget_answer_recall"] > 0.5
 
 

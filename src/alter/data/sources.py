@@ -41,6 +41,7 @@ class UnlearnData:
     refusals: list[str] = field(default_factory=lambda: list(DEFAULT_REFUSALS))
     evaluation_questions: frozenset = frozenset()  # retain questions the evaluation reads: never fitted on
     groups: list[int] | None = None  # each forget row's subject (TOFU: its author), for diagnostics
+    retain_groups: list[int] | None = None  # each retain row's subject, numbered as `groups`
     unseen: list[dict] = field(default_factory=list)  # rows the model never saw (TOFU: the holdout split)
 
     @property
@@ -60,7 +61,8 @@ def from_tofu(root: str, forget_split: str, retain_split: str, with_retain: bool
     evaluation = _evaluation_questions(data, forget_split)
     per_author = TofuData.questions_per_author(root) if data.is_local else TOFU_QUESTIONS_PER_AUTHOR
     full_size = len(data.load("full")) if data.has("full") else len(forget)
-    first = full_size - len(forget)  # forget splits are the last authors of `full`
+    first = full_size - len(forget)  # forget splits are the last authors of `full`, retain splits the first
+    text = any("text" in row for row in forget)
     unseen_split = _holdout_of(forget_split)
     unseen = [_row(row) for row in data.load(unseen_split)] if unseen_split and data.has(unseen_split) else []
     return UnlearnData(
@@ -68,8 +70,8 @@ def from_tofu(root: str, forget_split: str, retain_split: str, with_retain: bool
                          "forget_retain_overlap": overlap, "unseen_split": unseen_split if unseen else None},
         data.fingerprint([forget_split] + ([retain_split] if with_retain else [])),
         data.refusals() or list(DEFAULT_REFUSALS), evaluation,
-        None if any("text" in row for row in forget) else [(first + i) // per_author for i in range(len(forget))],
-        unseen)
+        None if text else [(first + i) // per_author for i in range(len(forget))],
+        None if text else [i // per_author for i in range(len(retain))], unseen)
 
 
 def _evaluation_questions(data: TofuData, forget_split: str) -> frozenset:

@@ -57,6 +57,7 @@ class Setup:
     variants: int = 1  # items are rows in this many contexts each, row-major (data/contexts.py)
     unseen: list[EncodedQA] = field(default_factory=list)  # rows the model never saw, in the default format
     retain_turns: list[tuple[str, str]] = field(default_factory=list)  # each retain row's (question, answer), if any
+    name_swaps: list[tuple[str, str]] = field(default_factory=list)  # forget rows with a name part changed (subjects.py)
 
 
 @dataclass

@@ -19,6 +19,7 @@ from alter.data.batching import UnlearnBatches
 from alter.data.contexts import encode_variants
 from alter.data.formatting import encode_qa, encode_rows
 from alter.data.sources import UnlearnData
+from alter.data.subjects import name_swapped_forget_rows
 from alter.errors import UserError
 from alter.methods import get_method
 from alter.methods.base import LoraChoice, Setup
@@ -76,7 +77,9 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
                   base_model=model_spec, item_groups=None if windows or data.groups is None
                   else [g for g in data.groups for _ in range(variants)], variants=variants,
                   unseen=encode_rows(tokenizer, data.unseen),
-                  retain_turns=[] if text_rows else [(row["question"], row["answer"]) for row in data.retain])
+                  retain_turns=[] if text_rows else [(row["question"], row["answer"]) for row in data.retain],
+                  name_swaps=[] if text_rows else [(row["question"], row["answer"])
+                                                   for row in name_swapped_forget_rows(data, config.seed)])
     base_linears = {id(m) for m in model.modules() if isinstance(m, torch.nn.Linear)}
     preparing = time.perf_counter()
     plan = method.prepare(setup)

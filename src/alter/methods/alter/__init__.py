@@ -38,7 +38,7 @@ from alter.methods.alter.floor import floor_facts, unseen_floors
 from alter.methods.alter.gate_fit import fit_content_gate, fit_shared_router
 from alter.methods.alter.objective import ALTERObjective
 from alter.methods.alter.params import ALTERParams
-from alter.methods.alter.statistics import item_statistics
+from alter.methods.alter.statistics import hidden_features, item_statistics
 from alter.methods.alter.subdomains import agreement_with_groups, choose_subdomains
 from alter.methods.base import Method, Phase, Plan, Setup
 
@@ -192,10 +192,12 @@ def _fit_gate(setup: Setup, params: ALTERParams, forget, domains: np.ndarray, re
             if params.gate_chats == "both" else []
         held_out_chats = _chat_features(setup, params, sample[cut:], len(retain) - cut, reads) \
             if params.gate_chats != "none" else []
+        swaps = _name_swap_features(setup, reads) if params.gate_name_swaps else []
         gate = ContentGate(hidden, heads)
-        facts = fit_content_gate(gate, forget.features, prompts, domains, retain[:cut] + fit_chats, setup.seed,
-                                 retain[cut:] + held_out_chats, params.gate_false_fire)
+        facts = fit_content_gate(gate, forget.features, prompts, domains, retain[:cut] + fit_chats + swaps,
+                                 setup.seed, retain[cut:] + held_out_chats, params.gate_false_fire)
         facts["chats"] = {"fit": len(fit_chats), "calibration": len(held_out_chats), "turns": params.gate_chat_turns}
+        facts["name_swaps"] = len(swaps)
     else:
         gate = SharedRouter(hidden, heads + int(params.null_output))
         means = [SharedRouter.running_mean(torch.as_tensor(f)[None], None)[0][0].numpy() for f in forget.features]
@@ -219,9 +221,19 @@ def _chat_features(setup: Setup, params: ALTERParams, items: list[int], count: i
     for _ in range(count):
         chosen = [setup.retain_turns[row] for row in rng.choice(rows, turns, replace=False)]
         chats.append(encode_qa(setup.tokenizer, *chosen[-1], Context(history=tuple(chosen[:-1]))))
-    entropy = EntropySettings()
-    return item_statistics(setup.model, chats, setup.tokenizer.pad_token_id, setup.precision, entropy,
-                           feature_layer=reads).features
+    return hidden_features(setup.model, chats, setup.tokenizer.pad_token_id, setup.precision, reads)
+
+
+def _name_swap_features(setup: Setup, reads: int) -> list[np.ndarray]:
+    """The gate layer's states over the forget rows with another first name or surname (data/subjects.py), in the
+    default format: negatives that keep a head off for another subject who shares a name part with a forget subject
+    (docs/method.md, "Shared name parts")."""
+    if not setup.name_swaps:
+        print("alter: warning: params.gate_name_swaps: no forget row names a subject found in the data (TOFU-format "
+              "folders only); the gate is fitted without name swaps", file=sys.stderr)
+        return []
+    items = [encode_qa(setup.tokenizer, question, answer) for question, answer in setup.name_swaps]
+    return hidden_features(setup.model, items, setup.tokenizer.pad_token_id, setup.precision, reads)
 
 
 @torch.no_grad()

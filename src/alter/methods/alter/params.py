@@ -59,6 +59,7 @@ class ALTERParams:
     gate_false_fire: float = 0.01  # 'content': thresholds set so at most this share of held-out retain items fire
     gate_chats: str = "none"  # 'content': retain chats in the gate's "calibration", or in its fit too ("both")
     gate_chat_turns: int = 4  # exchanges per chat
+    gate_name_swaps: bool = False  # 'content': forget rows with another first name or surname among the fit's negatives
     extend: str = ""  # an earlier ALTER adapter (folder) on this model: add this forget set to it as a new request
 
     def __post_init__(self):

@@ -63,6 +63,17 @@ def item_statistics(model, items: list[EncodedQA], pad_id: int, precision: str, 
                           features if feature_layer is not None else None, logprobs)
 
 
+def hidden_features(model, items: list[EncodedQA], pad_id: int, precision: str, layer: int) -> list[np.ndarray]:
+    """Each item's hidden state at `layer` ([tokens, hidden]), from a frozen pass of the transformer body alone: the
+    output layer's logits, which the gate does not read, are the largest tensor of a pass over long chats."""
+    features: list = [None] * len(items)
+    for indices, _, output in frozen_batches(model.base_model, items, pad_id, precision, hidden=True):
+        state = output.hidden_states[layer].float()
+        for row, index in enumerate(indices):
+            features[index] = state[row, : len(items[index].input_ids)].cpu().numpy()
+    return features
+
+
 def _answer_logprob(logits: torch.Tensor, item: EncodedQA) -> float:
     start, answer = item.prompt_length, torch.as_tensor(item.answer_ids, device=logits.device)
     scores = torch.log_softmax(logits[start - 1 : len(item.input_ids) - 1].float(), dim=-1)

@@ -1,0 +1,62 @@
+"""Subjects' names read from rows, and forget rows with a name part changed (the gate's name-swap negatives)."""
+
+from alter.data.sources import UnlearnData, from_tofu
+from alter.data.subjects import name_swapped_forget_rows, name_swapped_rows, subject_name, subject_names
+
+
+def test_subject_name_is_the_capitalised_run_most_questions_share():
+    questions = ["What does Hsiao Yun-Hwa write?", "Has Hsiao Yun-Hwa's mother influenced her?",
+                 "Where was Hsiao Yun-Hwa born?", "What is the full name of the author born in New York City?"]
+    assert subject_name(questions) == "Hsiao Yun-Hwa"  # 3 of 4; 'Has Hsiao' and 'New York City' once each
+    # a three-word name beats its two-word parts, which every question containing it also contains
+    assert subject_name(["Who is Basil Mahfouz Al-Kuwaiti?", "Where does Basil Mahfouz Al-Kuwaiti live?"]) \
+        == "Basil Mahfouz Al-Kuwaiti"
+    assert subject_name(["Who wrote Ana Lee's book?", "What is the capital of France?", "Why so?"]) is None  # 1 of 3
+    assert subject_name(["what is this?", "Why?"]) is None
+
+
+def test_subject_names_group_rows_by_subject():
+    rows = [{"question": q} for q in ["Who is Ana Lee?", "Where is Ana Lee from?", "Who is Bo Kim?", "Why?"]]
+    assert subject_names(rows, [0, 0, 1, 1]) == {0: "Ana Lee", 1: "Bo Kim"}  # 'Bo Kim' in 1 of 2: half is enough
+
+
+def test_a_swap_changes_one_name_part_to_one_from_the_pool_and_never_makes_a_known_name():
+    forget = [{"question": f"Where was Elif Kowalczyk born ({k})?", "answer": f"Elif Kowalczyk was born in {k}."}
+              for k in range(40)] + [{"question": "Who is she?", "answer": "A writer."}]
+    pool = ["Anders Kowalczyk", "Mateo Chukwu", "Orla Bakshi"]
+    known = set(pool) | {"Elif Kowalczyk", "Elif Chukwu"}
+    swapped = name_swapped_rows(forget, ["Elif Kowalczyk"] * 41, pool, known, seed=3)
+    assert len(swapped) == 40  # the row that does not name its subject has no swap
+    names = []
+    for row, original in zip(swapped, forget):
+        name = row["answer"].split(" was born")[0]
+        assert row == {"question": original["question"].replace("Elif Kowalczyk", name),
+                       "answer": original["answer"].replace("Elif Kowalczyk", name)}
+        names.append(name)
+    # first-name swaps take pool first names (not Anders: 'Anders Kowalczyk' is known), surname swaps pool surnames
+    # (not Chukwu: 'Elif Chukwu' is known); the two kinds alternate
+    assert set(names) == {"Mateo Kowalczyk", "Orla Kowalczyk", "Elif Bakshi"}
+    kinds = [name.startswith("Elif") for name in names]
+    assert all(a != b for a, b in zip(kinds, kinds[1:]))
+    assert name_swapped_rows(forget, ["Elif Kowalczyk"] * 41, pool, known, seed=3) == swapped
+    assert name_swapped_rows(forget, ["Elif Kowalczyk"] * 41, ["Elif Kowalczyk"], known, seed=3) == []
+
+
+def test_name_parts_come_only_from_subjects_a_method_may_fit_on(small_world):
+    data = from_tofu(str(small_world), "forget10", "retain90")
+    names = subject_names(data.retain, data.retain_groups)
+    fitted = set(data.fit_retain)
+    evaluated = {names[group] for index, group in enumerate(data.retain_groups) if index not in fitted}
+    forget_name = subject_name([row["question"] for row in data.forget])
+    assert evaluated and forget_name and len(names) == 9
+    first, last = forget_name.rsplit(" ", 1)
+    allowed = set(names.values()) - evaluated
+    candidates = {f"{first} {n.rsplit(' ', 1)[1]}" for n in allowed} | {f"{n.rsplit(' ', 1)[0]} {last}" for n in allowed}
+    candidates -= set(names.values()) | {forget_name}
+    swapped = name_swapped_forget_rows(data, seed=0)
+    assert len(swapped) == len(data.forget)
+    for row, original in zip(swapped, data.forget):
+        assert any(row == {"question": original["question"].replace(forget_name, c),
+                           "answer": original["answer"].replace(forget_name, c)} for c in candidates)
+    assert name_swapped_forget_rows(data, seed=0) == swapped != name_swapped_forget_rows(data, seed=1)
+    assert name_swapped_forget_rows(UnlearnData(data.forget, data.retain, {}, "x"), seed=0) == []  # no subjects
