@@ -262,6 +262,53 @@ def test_content_gate_fit_finds_the_token_that_names_the_subject():
     assert retain_fires.sum() == 0
 
 
+def test_the_gate_fit_in_length_buckets_equals_one_padded_batch():
+    """The fit runs over items of similar length a bucket at a time (64 items each); a reference written here pads all
+    150 items (3-40 tokens) to one width and takes each Adam step on the whole batch: the same detector and facts."""
+    import torch.nn.functional as F
+
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(3, 41, size=150)
+    arrays = [rng.normal(size=(n, 5)).astype(np.float32) + (k < 50) * np.eye(5, dtype=np.float32)[k % 2]
+              for k, n in enumerate(lengths)]
+    forget, retain = arrays[:50], arrays[50:]
+    prompts = [max(1, n // 2) for n in lengths[:50]]
+    domains = np.arange(50) % 2
+    gate = ContentGate(5, 2)
+    facts = fit_content_gate(gate, forget, prompts, domains, retain, seed=4, steps=60)
+
+    stacked = np.concatenate(arrays)
+    mean, std = torch.as_tensor(stacked.mean(0)), torch.as_tensor(stacked.std(0) + 1e-6)
+    width = int(lengths.max())
+    x = torch.zeros(150, width, 5)
+    for row, array in enumerate(arrays):
+        x[row, : len(array)] = (torch.as_tensor(array) - mean) / std
+    mask = torch.arange(width)[None] < torch.as_tensor(lengths)[:, None]
+    targets, known = content_gate_targets(list(zip(lengths[:50], prompts)), domains, list(lengths[50:]), 2, width)
+    positives, negatives = (targets * known).sum((0, 1)), ((1 - targets) * known).sum((0, 1))
+    weights = known * torch.where(targets > 0, negatives / positives, 1.0)
+    detector = torch.nn.Linear(5, 2)
+    with torch.no_grad():
+        detector.weight.normal_(std=0.01, generator=torch.Generator().manual_seed(4))
+        detector.bias.fill_(-1.0)
+    optimizer = torch.optim.Adam(detector.parameters(), lr=0.1, weight_decay=1e-4)
+    for _ in range(60):
+        pooled = detector(x).masked_fill(~mask[..., None], float("-inf")).cummax(1).values.clamp_min(-30.0)
+        loss = F.binary_cross_entropy_with_logits(pooled, targets, weight=weights, reduction="sum") / weights.sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    expected_weight = detector.weight.detach() / std
+    torch.testing.assert_close(gate.detector.weight, expected_weight, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gate.detector.bias, detector.bias.detach() - expected_weight @ mean, rtol=1e-4, atol=1e-4)
+    assert facts["loss"] == pytest.approx(float(loss.detach()), rel=1e-4)
+    fired = (detector(x).masked_fill(~mask[..., None], float("-inf")).cummax(1).values > 0).detach()
+    answer = (targets > 0) & (known > 0)
+    assert facts["forget_answer_recall"] == pytest.approx(float(fired[answer].float().mean()))
+    assert facts["retain_fire_rate"] == pytest.approx(float(fired[50:].any(-1)[mask[50:]].float().mean()))
+    assert 0 < facts["forget_answer_recall"] < 1 or facts["retain_fire_rate"] > 0  # a case where the counts matter
+
+
 def test_gate_calibration_bounds_the_share_of_held_out_items_that_fire_anywhere():
     """200 held-out items whose one late token scores 0..199 on head 0 and 199..0 on head 1: with a 5% budget, each
     head may fire on 2.5% of items (5), so each threshold sits at the 6th highest item maximum."""

@@ -28,15 +28,21 @@ def _padded(arrays: list[np.ndarray], width: int) -> torch.Tensor:
 
 
 def _moments(arrays: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-feature mean and standard deviation over every token of every item."""
-    stacked = np.concatenate(arrays)
-    return torch.as_tensor(stacked.mean(0)), torch.as_tensor(stacked.std(0) + 1e-6)
+    """Per-feature mean and standard deviation over every token of every item, accumulated item by item (in float64):
+    their concatenation was a copy of every state the fit reads."""
+    count = sum(len(array) for array in arrays)
+    total = sum(array.sum(0, dtype=np.float64) for array in arrays)
+    squares = sum(np.square(array, dtype=np.float64).sum(0) for array in arrays)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    return torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std + 1e-6, dtype=torch.float32)
 
 
-def _row_chunks(rows: int, size: int = 64) -> list[slice]:
-    """Items a few at a time: the gate's states un-standardised at once were a copy of all of them (the peak of a
-    SmolLM2 unlearning run, docs/results.md, "ALTER's unlearning cost")."""
-    return [slice(start, start + size) for start in range(0, rows, size)]
+def _length_buckets(lengths: list[int], size: int = 64) -> list[np.ndarray]:
+    """Items of similar length together, `size` at a time, each bucket padded to its own longest item: one width for
+    every item made chats of several exchanges pad every single exchange to their length (the fit's largest tensor)."""
+    order = np.argsort(lengths, kind="stable")
+    return [order[start : start + size] for start in range(0, len(order), size)]
 
 
 def content_gate_targets(forget_lengths: list[tuple[int, int]], domains: np.ndarray, retain_lengths: list[int],
@@ -67,29 +73,37 @@ def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts
     about text it never saw."""
     generator = torch.Generator().manual_seed(seed)
     arrays = forget + retain
-    width = max(len(a) for a in arrays)
+    lengths = [len(a) for a in arrays]
     mean, std = _moments(arrays)
-    x = _padded(arrays, width).sub_(mean).div_(std)  # in place: x is the largest thing the fit holds
-    mask = torch.zeros(len(arrays), width, dtype=torch.bool)
-    for row, array in enumerate(arrays):
-        mask[row, : len(array)] = True
     heads = gate.detector.out_features
     targets, known = content_gate_targets([(len(f), p) for f, p in zip(forget, forget_prompts)], domains,
-                                          [len(r) for r in retain], heads, width)
+                                          [len(r) for r in retain], heads, max(lengths))
     positives = (targets * known).sum((0, 1))
     negatives = ((1 - targets) * known).sum((0, 1))
     weights = known * torch.where(targets > 0, negatives / positives.clamp_min(1), 1.0)
-    detector = torch.nn.Linear(x.shape[-1], heads)
+    buckets = []
+    for rows in _length_buckets(lengths):
+        width = max(lengths[row] for row in rows)
+        x = _padded([arrays[row] for row in rows], width).sub_(mean).div_(std)  # in place: x is the largest thing held
+        mask = torch.arange(width)[None] < torch.as_tensor([lengths[row] for row in rows])[:, None]
+        index = torch.as_tensor(rows)
+        buckets.append((rows, x, mask, targets[index, :width], known[index, :width], weights[index, :width]))
+    detector = torch.nn.Linear(len(mean), heads)
     with torch.no_grad():
         detector.weight.normal_(std=0.01, generator=generator)
         detector.bias.fill_(-1.0)
     optimizer = torch.optim.Adam(detector.parameters(), lr=lr, weight_decay=weight_decay)
+    total_weight = weights.sum()
     for _ in range(steps):
-        scores = detector(x).masked_fill(~mask[..., None], float("-inf"))
-        pooled = scores.cummax(dim=1).values.clamp_min(-30.0)  # padding sits after each item's tokens
-        loss = F.binary_cross_entropy_with_logits(pooled, targets, weight=weights, reduction="sum") / weights.sum()
         optimizer.zero_grad()
-        loss.backward()
+        loss = 0.0
+        for _, x, mask, target, _, item_weights in buckets:  # the gradient of the whole sum, a bucket at a time
+            scores = detector(x).masked_fill(~mask[..., None], float("-inf"))
+            pooled = scores.cummax(dim=1).values.clamp_min(-30.0)  # padding sits after each item's tokens
+            part = F.binary_cross_entropy_with_logits(pooled, target, weight=item_weights, reduction="sum")
+            part = part / total_weight
+            part.backward()
+            loss += float(part.detach())
         optimizer.step()
     with torch.no_grad():  # fold the standardisation into the detector
         weight = detector.weight / std
@@ -97,12 +111,16 @@ def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts
         gate.detector.bias.copy_(detector.bias - weight @ mean)
         shift = _calibration_shift(gate, calibration, false_fire) if calibration else torch.zeros(heads)
         gate.detector.bias.sub_(shift)
-        fired = torch.cat([gate.pooled_scores(x[rows] * std + mean, mask[rows]) > 0
-                           for rows in _row_chunks(len(arrays))])
-    answer = (targets > 0) & (known > 0)
-    retain_rows = slice(len(forget), None)
-    facts = {"loss": float(loss.detach()), "forget_answer_recall": float(fired[answer].float().mean()),
-             "retain_fire_rate": float(fired[retain_rows].any(-1)[mask[retain_rows]].float().mean()),
+        recalled, answers, retain_fired, retain_positions = 0, 0, 0, 0
+        for rows, x, mask, target, seen, _ in buckets:
+            fired = gate.pooled_scores(x * std + mean, mask) > 0
+            answer = (target > 0) & (seen > 0)
+            recalled, answers = recalled + int(fired[answer].sum()), answers + int(answer.sum())
+            is_retain = torch.as_tensor(rows >= len(forget))
+            retain_fired += int(fired[is_retain].any(-1)[mask[is_retain]].sum())
+            retain_positions += int(mask[is_retain].sum())
+    facts = {"loss": loss, "forget_answer_recall": recalled / max(answers, 1),
+             "retain_fire_rate": retain_fired / max(retain_positions, 1),
              "items": {"forget": len(forget), "retain": len(retain)}, "steps": steps,
              "threshold_shift": shift.tolist()}
     if calibration:
