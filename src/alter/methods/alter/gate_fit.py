@@ -121,7 +121,7 @@ def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts
             retain_positions += int(mask[is_retain].sum())
     facts = {"loss": loss, "forget_answer_recall": recalled / max(answers, 1),
              "retain_fire_rate": retain_fired / max(retain_positions, 1),
-             "items": {"forget": len(forget), "retain": len(retain)}, "steps": steps,
+             "items": {"forget": len(forget), "retain": len(retain)}, "steps": steps, "lr": lr,
              "threshold_shift": shift.tolist()}
     if calibration:
         facts["calibration"] = {"items": len(calibration), "fire_rate": _fire_rate(gate, calibration)}
