@@ -590,7 +590,7 @@ def test_the_forget_loss_pushes_rows_above_their_floor_and_pulls_back_those_belo
 
 def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_runs, small_world):
     overrides = ["train.max_steps=1", "params.forget_heads=2", "params.gate_chats=both", "params.gate_chat_turns=3",
-                 "params.gate_name_swaps=true", "params.gate_fit_steps=200", "params.gate_fit_lr=0.05"]
+                 "params.gate_name_swaps=true", "params.gate_fit_steps=400", "params.gate_fit_lr=0.15"]
     _, _, _, _, plan, data = short_alter_run(tiny_runs, small_world, overrides)
     evaluation = {row["question"] for row in TofuData(str(small_world)).load("retain_perturbed")}
     few_shot = {row["question"] for row in
@@ -601,7 +601,7 @@ def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_ru
     assert len(fitted) == len(data.retain) - len(evaluation) - FEW_SHOT_TURNS
     gate = plan.facts["alter"]["gate"]
     assert gate["retain_items"] == min(len(data.fit_retain), 2000)
-    assert (gate["steps"], gate["lr"]) == (200, 0.05)
+    assert (gate["steps"], gate["lr"]) == (400, 0.15)
     # the threshold is calibrated on held-out retain items: it fires on at most 1% of their positions there
     assert gate["calibration"]["items"] > 0 and gate["calibration"]["fire_rate"] <= 0.011
     # as many chats of 3 held-out exchanges as single held-out items, calibrated together; the fit's chats hold as
