@@ -2,7 +2,8 @@
 
 A gate that keys on a name part fires on every other subject who shares it: on one generated world it fired on all
 20 answers of a retain author who shares a surname with a forget author (docs/method.md, "Shared name parts").
-Forget rows with another first name or another surname are negatives that teach it the whole name.
+Forget rows with another first name or another surname, as negatives, are meant to teach it the whole name; on
+worlds 5 and 0 they did not (docs/method.md, "Name swaps": a gate-only check, its commands there).
 
 TOFU-format data has no name field, so a subject's name is read from its rows: the run of two to four capitalised
 words that the most of its questions contain (TOFU and generated worlds name the author in nearly every question).

@@ -227,8 +227,8 @@ def _chat_features(setup: Setup, params: ALTERParams, items: list[int], count: i
 
 def _name_swap_features(setup: Setup, reads: int) -> list[np.ndarray]:
     """The gate layer's states over the forget rows with another first name or surname (data/subjects.py), in the
-    default format: negatives that keep a head off for another subject who shares a name part with a forget subject
-    (docs/method.md, "Shared name parts")."""
+    default format: negatives meant to keep a head off for another subject who shares a name part with a forget
+    subject (measured, and not doing so on world 5: docs/method.md, "Name swaps")."""
     if not setup.name_swaps:
         print("alter: warning: params.gate_name_swaps: no forget row names a subject found in the data (TOFU-format "
               "folders only); the gate is fitted without name swaps", file=sys.stderr)
