@@ -266,6 +266,35 @@ def test_content_gate_fit_finds_the_token_that_names_the_subject():
     assert retain_fires.sum() == 0
 
 
+def test_a_calibration_that_silences_the_gate_is_recorded_and_warned_about(capsys):
+    """Held-out items that name the forget subjects as the forget items do: the calibration must raise each threshold
+    above all of them (fewer than 200 items, so no head may fire on any), which switches the gate off on the forget
+    answers too. The facts keep the recall before and after, and the run warns."""
+    from alter.methods.alter import _warn_if_gate_misses_forget
+
+    rng = np.random.default_rng(0)
+
+    def item(mention: int | None, length: int = 8):
+        features = np.zeros((length, 3), dtype=np.float32)
+        features[:, 2] = rng.normal(size=length) * 0.01
+        if mention is not None:
+            features[2, mention] = 1.0
+        return features
+
+    forget = [item(k % 2) for k in range(12)]
+    domains = np.arange(12) % 2
+    retain, look_alikes = [item(None) for _ in range(24)], [item(k % 2) for k in range(20)]
+    gate = ContentGate(3, 2)
+    facts = fit_content_gate(gate, forget, [4] * 12, domains, retain, seed=0, calibration=look_alikes)
+    assert facts["forget_answer_recall_before_calibration"] == 1.0
+    assert facts["forget_answer_recall"] < 0.5 and min(facts["threshold_shift"]) > 0
+    _warn_if_gate_misses_forget(facts)
+    warning = capsys.readouterr().err
+    assert f"is on for {facts['forget_answer_recall']:.0%} of the forget answers" in warning and "(100% before" in warning
+    _warn_if_gate_misses_forget({**facts, "forget_answer_recall": 0.9})
+    assert capsys.readouterr().err == ""
+
+
 def test_the_gate_fit_in_length_buckets_equals_one_padded_batch():
     """The fit runs over items of similar length a bucket at a time (64 items each); a reference written here pads all
     150 items (3-40 tokens) to one width and takes each Adam step on the whole batch: the same detector and facts."""

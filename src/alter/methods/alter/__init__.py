@@ -199,12 +199,25 @@ def _fit_gate(setup: Setup, params: ALTERParams, forget, domains: np.ndarray, re
                                  steps=params.gate_fit_steps, lr=params.gate_fit_lr)
         facts["chats"] = {"fit": len(fit_chats), "calibration": len(held_out_chats), "turns": params.gate_chat_turns}
         facts["name_swaps"] = len(swaps)
+        _warn_if_gate_misses_forget(facts)
     else:
         gate = SharedRouter(hidden, heads + int(params.null_output))
         means = [SharedRouter.running_mean(torch.as_tensor(f)[None], None)[0][0].numpy() for f in forget.features]
         retain_means = [SharedRouter.running_mean(torch.as_tensor(f)[None], None)[0][0].numpy() for f in retain]
         facts = fit_shared_router(gate, means, prompts, domains, retain_means, setup.seed, params.null_output)
     return gate, {**facts, "retain_items": count, "kind": params.router}
+
+
+def _warn_if_gate_misses_forget(facts: dict) -> None:
+    """A gate off on most forget answers leaves the forget heads idle there: the run would forget little, and say
+    nothing. Seen at a low fitting rate, where the calibration had to raise the thresholds far (docs/method.md, "The
+    gate's fit amplifies rounding")."""
+    recall = facts["forget_answer_recall"]
+    if recall < 0.5:
+        print(f"alter: warning: the gate is on for {recall:.0%} of the forget answers it was fitted on "
+              f"({facts['forget_answer_recall_before_calibration']:.0%} before its calibration raised the thresholds "
+              f"by up to {max(facts['threshold_shift']):.3g}); the forget heads will act on few forget tokens. Check "
+              "params.gate_fit_lr and gate_fit_steps (the detector may not have finished fitting)", file=sys.stderr)
 
 
 def _chat_features(setup: Setup, params: ALTERParams, items: list[int], count: int, reads: int) -> list[np.ndarray]:

@@ -109,23 +109,30 @@ def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts
         weight = detector.weight / std
         gate.detector.weight.copy_(weight)
         gate.detector.bias.copy_(detector.bias - weight @ mean)
+        recall_fitted, _ = _fit_rates(gate, buckets, mean, std, len(forget))
         shift = _calibration_shift(gate, calibration, false_fire) if calibration else torch.zeros(heads)
         gate.detector.bias.sub_(shift)
-        recalled, answers, retain_fired, retain_positions = 0, 0, 0, 0
-        for rows, x, mask, target, seen, _ in buckets:
-            fired = gate.pooled_scores(x * std + mean, mask) > 0
-            answer = (target > 0) & (seen > 0)
-            recalled, answers = recalled + int(fired[answer].sum()), answers + int(answer.sum())
-            is_retain = torch.as_tensor(rows >= len(forget))
-            retain_fired += int(fired[is_retain].any(-1)[mask[is_retain]].sum())
-            retain_positions += int(mask[is_retain].sum())
-    facts = {"loss": loss, "forget_answer_recall": recalled / max(answers, 1),
-             "retain_fire_rate": retain_fired / max(retain_positions, 1),
-             "items": {"forget": len(forget), "retain": len(retain)}, "steps": steps, "lr": lr,
-             "threshold_shift": shift.tolist()}
+        recall, retain_fire_rate = _fit_rates(gate, buckets, mean, std, len(forget))
+    facts = {"loss": loss, "forget_answer_recall": recall, "forget_answer_recall_before_calibration": recall_fitted,
+             "retain_fire_rate": retain_fire_rate, "items": {"forget": len(forget), "retain": len(retain)},
+             "steps": steps, "lr": lr, "threshold_shift": shift.tolist()}
     if calibration:
         facts["calibration"] = {"items": len(calibration), "fire_rate": _fire_rate(gate, calibration)}
     return facts
+
+
+def _fit_rates(gate: ContentGate, buckets: list, mean: torch.Tensor, std: torch.Tensor, forget_count: int):
+    """Share of the fit's forget answer positions where the item's own head is on, and of its retain positions where
+    any head is on."""
+    recalled, answers, retain_fired, retain_positions = 0, 0, 0, 0
+    for rows, x, mask, target, seen, _ in buckets:
+        fired = gate.pooled_scores(x * std + mean, mask) > 0
+        answer = (target > 0) & (seen > 0)
+        recalled, answers = recalled + int(fired[answer].sum()), answers + int(answer.sum())
+        is_retain = torch.as_tensor(rows >= forget_count)
+        retain_fired += int(fired[is_retain].any(-1)[mask[is_retain]].sum())
+        retain_positions += int(mask[is_retain].sum())
+    return recalled / max(answers, 1), retain_fired / max(retain_positions, 1)
 
 
 def _item_maxima(gate: ContentGate, items: list[np.ndarray]) -> torch.Tensor:
