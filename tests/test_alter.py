@@ -216,7 +216,8 @@ def test_config_validation():
         AlterConfig(forget_heads=1, router="layer", top_k_high=3)
     assert AlterConfig.from_dict(AlterConfig(forget_heads=3).to_dict()) == AlterConfig(forget_heads=3)
     for bad, field in (({"gate_fit_lr": 0.0}, "gate_fit_lr"), ({"gate_fit_steps": 0}, "gate_fit_steps"),
-                       ({"gate_chats": "all"}, "gate_chats"), ({"gate_chat_turns": 1}, "gate_chat_turns")):
+                       ({"gate_chats": "all"}, "gate_chats"), ({"gate_chat_turns": 1}, "gate_chat_turns"),
+                       ({"gate_fit_draws": 0}, "gate_fit_draws")):
         with pytest.raises(ValueError, match=field):
             ALTERParams(**bad)
 
@@ -340,6 +341,27 @@ def test_the_gate_fit_in_length_buckets_equals_one_padded_batch():
     assert facts["forget_answer_recall"] == pytest.approx(float(fired[answer].float().mean()))
     assert facts["retain_fire_rate"] == pytest.approx(float(fired[50:].any(-1)[mask[50:]].float().mean()))
     assert 0 < facts["forget_answer_recall"] < 1 or facts["retain_fire_rate"] > 0  # a case where the counts matter
+
+
+def test_a_fit_of_several_draws_is_the_mean_of_single_fits_from_successive_seeds():
+    """draws=3 with seed 7: the detector (weights and bias, in the states' own units) and the loss are the means of
+    three single fits with seeds 7, 8 and 9; the draws differ, so the mean is not one of them."""
+    rng = np.random.default_rng(2)
+    lengths = rng.integers(3, 20, size=60)
+    arrays = [rng.normal(size=(n, 4)).astype(np.float32) + (k < 20) * np.eye(4, dtype=np.float32)[k % 2]
+              for k, n in enumerate(lengths)]
+    forget, retain, prompts, domains = arrays[:20], arrays[20:], [max(1, n // 2) for n in lengths[:20]], np.arange(20) % 2
+    singles = []
+    for seed in (7, 8, 9):
+        gate = ContentGate(4, 2)
+        facts = fit_content_gate(gate, forget, prompts, domains, retain, seed=seed, steps=40)
+        singles.append((gate.detector.weight.detach().clone(), gate.detector.bias.detach().clone(), facts["loss"]))
+    averaged = ContentGate(4, 2)
+    facts = fit_content_gate(averaged, forget, prompts, domains, retain, seed=7, steps=40, draws=3)
+    torch.testing.assert_close(averaged.detector.weight, torch.stack([w for w, _, _ in singles]).mean(0))
+    torch.testing.assert_close(averaged.detector.bias, torch.stack([b for _, b, _ in singles]).mean(0))
+    assert facts["loss"] == pytest.approx(np.mean([loss for _, _, loss in singles]))
+    assert facts["draws"] == 3 and not torch.allclose(singles[0][0], singles[1][0], atol=1e-3)
 
 
 def test_gate_calibration_bounds_the_share_of_held_out_items_that_fire_anywhere():
@@ -619,7 +641,8 @@ def test_the_forget_loss_pushes_rows_above_their_floor_and_pulls_back_those_belo
 
 def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_runs, small_world):
     overrides = ["train.max_steps=1", "params.forget_heads=2", "params.gate_chats=both", "params.gate_chat_turns=3",
-                 "params.gate_name_swaps=true", "params.gate_fit_steps=400", "params.gate_fit_lr=0.15"]
+                 "params.gate_name_swaps=true", "params.gate_fit_steps=400", "params.gate_fit_lr=0.15",
+                 "params.gate_fit_draws=2"]
     _, _, _, _, plan, data = short_alter_run(tiny_runs, small_world, overrides)
     evaluation = {row["question"] for row in TofuData(str(small_world)).load("retain_perturbed")}
     few_shot = {row["question"] for row in
@@ -630,7 +653,7 @@ def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_ru
     assert len(fitted) == len(data.retain) - len(evaluation) - FEW_SHOT_TURNS
     gate = plan.facts["alter"]["gate"]
     assert gate["retain_items"] == min(len(data.fit_retain), 2000)
-    assert (gate["steps"], gate["lr"]) == (400, 0.15)
+    assert (gate["steps"], gate["lr"], gate["draws"]) == (400, 0.15, 2)
     # the threshold is calibrated on held-out retain items: it fires on at most 1% of their positions there
     assert gate["calibration"]["items"] > 0 and gate["calibration"]["fire_rate"] <= 0.011
     # as many chats of 3 held-out exchanges as single held-out items, calibrated together; the fit's chats hold as

@@ -196,7 +196,7 @@ def _fit_gate(setup: Setup, params: ALTERParams, forget, domains: np.ndarray, re
         gate = ContentGate(hidden, heads)
         facts = fit_content_gate(gate, forget.features, prompts, domains, retain[:cut] + fit_chats + swaps,
                                  setup.seed, retain[cut:] + held_out_chats, params.gate_false_fire,
-                                 steps=params.gate_fit_steps, lr=params.gate_fit_lr)
+                                 steps=params.gate_fit_steps, lr=params.gate_fit_lr, draws=params.gate_fit_draws)
         facts["chats"] = {"fit": len(fit_chats), "calibration": len(held_out_chats), "turns": params.gate_chat_turns}
         facts["name_swaps"] = len(swaps)
         _warn_if_gate_misses_forget(facts)
