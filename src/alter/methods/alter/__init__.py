@@ -211,7 +211,7 @@ def _fit_gate(setup: Setup, params: ALTERParams, forget, domains: np.ndarray, re
 def _warn_if_gate_misses_forget(facts: dict) -> None:
     """A gate off on most forget answers leaves the forget heads idle there: the run would forget little, and say
     nothing. Seen at a low fitting rate, where the calibration had to raise the thresholds far (docs/method.md, "The
-    gate's fit amplifies rounding")."""
+    lower fitting rate on held-out units")."""
     recall = facts["forget_answer_recall"]
     if recall < 0.5:
         print(f"alter: warning: the gate is on for {recall:.0%} of the forget answers it was fitted on "
