@@ -52,6 +52,12 @@ def test_bench_runs_every_method_resumes_shares_its_cache_and_reports_its_number
     assert "retain_probe_instruction_gate_rate" in rows["alter"] and "forget_gate_rate" in rows["alter"]
     table = (tmp_path / "bench" / "bench.md").read_text()
     assert "| alter |" in table and "undone instruction" in table
+    paired = bench["paired"]  # every run against the first method, on the one unit they share
+    assert paired["baseline"] == "npo" and list(paired["rows"]) == ["alter", PAPER_VARIANT]
+    assert paired["rows"]["alter"]["units"] == 1
+    assert paired["rows"]["alter"]["forget_Q_A_Prob"] == \
+        pytest.approx(rows["alter"]["forget_Q_A_Prob"] - rows["npo"]["forget_Q_A_Prob"])
+    assert "Paired against `npo`" in table
 
     again = alter(*common, "--limit", "4", "--methods", methods, "--out", tmp_path / "bench")
     assert "bench:" not in again.stdout  # everything reused
@@ -65,6 +71,7 @@ def test_bench_runs_every_method_resumes_shares_its_cache_and_reports_its_number
     page = (tmp_path / "bench" / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 3 and "class='tok " in page
     assert "http" not in page.replace("http-equiv", "")
+    assert "<caption>Paired against npo" in page
     shown = dict(re.findall(r"<tr><th>([\w-]+)</th><td>([^<]+)</td>", page.split("<caption>Forgetting")[1]
                             .split("</table>")[0]))
     for name, row in rows.items():  # the first column of the forgetting table: forget_quality
@@ -94,6 +101,9 @@ def test_several_worlds_and_seeds_give_means_and_intervals(tmp_path):
     collected = json.loads((tmp_path / "collected" / "bench.json").read_text())
     assert collected["rows"] == bench["rows"]
     assert (tmp_path / "collected" / "bench.md").read_text() == (tmp_path / "bench" / "bench.md").read_text()
+    assert (collected["model"], collected["forget_split"]) == ("tiny", "forget10")  # from the runs' manifests
+    alter("report", tmp_path / "collected")
+    assert "from tiny (2 worlds, 2 seeds)" in (tmp_path / "collected" / "report.html").read_text()
     (tmp_path / "bad.json").write_text(json.dumps([{**listing[0], "eval_dir": ""}]))
     refused = alter("bench", "collect", tmp_path / "bad.json", "--out", tmp_path / "bad", check=False)
     assert refused.returncode != 0 and "entry 1: missing eval_dir" in refused.stderr

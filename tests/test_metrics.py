@@ -110,6 +110,41 @@ def test_privleak_is_undefined_when_the_reference_auc_is_one():
     assert privacy.privleak_or_note(0.4, 0.5) == (pytest.approx(20.0), None)
 
 
+def test_bench_paired_differences_against_scipy():
+    """Each run minus the first run on the units both ran, with scipy's paired t-interval; units only one of them
+    ran, the target, the retain model and the tuning world stay out."""
+    from scipy import stats
+
+    from alter.pipelines.bench import markdown, paired_differences
+
+    def unit(world, seed, run, quality, tuning=False):
+        return {"world": world, "seed": seed, "tuning": tuning, "run": run, "protocol": "forget",
+                "forget_quality": quality, "model_utility": 0.5, "undone_in_sample": None}
+
+    alter = {("w1", 0): 0.10, ("w2", 0): 0.40, ("w3", 0): 0.25, ("w3", 1): 0.70}
+    npo = {("w1", 0): 0.30, ("w2", 0): 0.45, ("w3", 1): 0.95, ("w4", 0): 0.99}  # w3 seed 0 missing, w4 alone
+    units = [unit(w, s, "alter", q) for (w, s), q in alter.items()] + [unit(w, s, "npo", q) for (w, s), q in npo.items()]
+    units += [unit("w1", None, "target", 0.0), unit("w1", None, "retain", 1.0), unit("w0", 0, "alter", 0.9, True),
+              unit("w0", 0, "npo", 0.0, True)]
+    paired = paired_differences(units, tuning=False)
+    shared = [("w1", 0), ("w2", 0), ("w3", 1)]
+    test = stats.ttest_rel([npo[k] for k in shared], [alter[k] for k in shared])
+    low, high = test.confidence_interval(0.95)
+    row = paired["rows"]["npo"]
+    assert paired["baseline"] == "alter" and list(paired["rows"]) == ["npo"] and row["units"] == 3
+    assert row["forget_quality"] == pytest.approx(np.mean([0.20, 0.05, 0.25]))
+    assert (row["intervals"]["forget_quality"]["low"], row["intervals"]["forget_quality"]["high"]) == \
+        (pytest.approx(low), pytest.approx(high))
+    assert row["model_utility"] == 0.0 and row.get("undone_in_sample") is None
+    assert paired_differences(units, tuning=True)["rows"]["npo"]["forget_quality"] == pytest.approx(-0.9)
+    assert paired_differences([u for u in units if u["run"] != "npo"], tuning=False) == {}
+
+    table = markdown({"suite": "tofu", "rows": {"alter": {"forget_quality": 0.36, "units": 4}}, "tuning_rows": None,
+                      "paired": paired})
+    assert "Paired against `alter`" in table
+    assert f"| npo | 3 | {np.mean([0.20, 0.05, 0.25]):.3g} ± {(high - low) / 2:.2g} | 0 ± 0 | - |" in table
+
+
 def test_forgetting_verdict():
     moved, line = aggregate.forgetting_verdict(0.97, 0.40)
     assert moved and "0.970 -> 0.400" in line

@@ -208,7 +208,9 @@ def _write_bench(out: Path, about: dict, units: list[dict]) -> dict:
     tuning = any(unit["tuning"] for unit in units)
     bench = {**about, "units": units,
              "rows": aggregate_rows(units, tuning=False) or aggregate_rows(units, tuning=True),
-             "tuning_rows": aggregate_rows(units, tuning=True) if tuning else None}
+             "tuning_rows": aggregate_rows(units, tuning=True) if tuning else None,
+             "paired": paired_differences(units, tuning=False) or paired_differences(units, tuning=True),
+             "tuning_paired": paired_differences(units, tuning=True) if tuning else None}
     write_json(out / "bench.json", bench)
     write_text(out / "bench.md", markdown(bench))
     return bench
@@ -223,7 +225,7 @@ def collect_bench(listing: list[dict], out: Path) -> dict:
     run, run_dir (the run's or model's folder, with manifest.json), eval_dir, and optionally seed and tuning (true for
     the tuning world); each world needs a `target` and a `retain` entry (the retain model against its own log)."""
     suite = get_suite("tofu")
-    units = []
+    units, manifests = [], {"target": [], "runs": []}
     for number, entry in enumerate(listing, 1):
         missing = [key for key in COLLECT_FIELDS if not entry.get(key)]
         if missing:
@@ -233,6 +235,8 @@ def collect_bench(listing: list[dict], out: Path) -> dict:
             if not path.is_file():
                 raise UserError(f"entry {number} ({entry['world']}/{entry['run']}): no {path}")
         reference = entry["run"] in ("target", "retain")
+        if entry["run"] != "retain":
+            manifests["target" if reference else "runs"].append(json.loads((run_dir / "manifest.json").read_text()))
         units.append({"world": entry["world"], "tuning": bool(entry.get("tuning", False)),
                       "seed": None if reference else entry.get("seed", 0), "run": entry["run"], "protocol": "forget",
                       **_row(eval_dir, run_dir, suite)})
@@ -243,9 +247,16 @@ def collect_bench(listing: list[dict], out: Path) -> dict:
         if not {"target", "retain"} <= {unit["run"] for unit in mine}:
             raise UserError(f"world {world}: needs a 'target' and a 'retain' entry")
     about = {"suite": "tofu", "collected": listing,
+             "model": _named_once(m.get("model") for m in manifests["target"]),
+             "forget_split": _named_once(m.get("forget_split") for m in manifests["runs"]),
              "seeds": sorted({unit["seed"] for unit in units if unit["seed"] is not None}),
              "worlds": [{"name": world, "tuning": any(unit["tuning"] for unit in mine)} for world, mine in worlds.items()]}
     return _write_bench(out, about, units)
+
+
+def _named_once(values) -> str:
+    """The runs' common value of a manifest field, or all of them (a listing may mix models or forget splits)."""
+    return ", ".join(sorted({str(v) for v in values if v})) or "unknown"
 
 
 def _check_sequential_variants(plan: BenchPlan) -> None:
@@ -491,6 +502,12 @@ def interval(values: list[float]) -> dict:
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": len(values)}
 
 
+def _numeric_keys(units: list[dict]) -> list[str]:
+    """The keys holding a number in any of the units (a key can be None in some: a probe family a model skips)."""
+    return [k for k in dict.fromkeys(k for u in units for k in u)
+            if k != "seed" and any(isinstance(u.get(k), (int, float)) and not isinstance(u.get(k), bool) for u in units)]
+
+
 def aggregate_rows(units: list[dict], tuning: bool) -> dict:
     """Per run: the mean of every numeric key over the units (held-out worlds, or the tuning world), and
     `intervals` with the 95% interval of each."""
@@ -498,13 +515,32 @@ def aggregate_rows(units: list[dict], tuning: bool) -> dict:
     rows: dict[str, dict] = {}
     for name in dict.fromkeys(u["run"] for u in chosen):
         mine = [u for u in chosen if u["run"] == name]
-        numeric = [k for k in mine[0] if isinstance(mine[0][k], (int, float)) and not isinstance(mine[0][k], bool)
-                   and k != "seed"]
-        stats_of = {k: interval([u.get(k) for u in mine]) for k in numeric}
+        stats_of = {k: interval([u.get(k) for u in mine]) for k in _numeric_keys(mine)}
         rows[name] = {**{k: v["mean"] for k, v in stats_of.items()}, "intervals": stats_of, "units": len(mine),
                       **{k: mine[0][k] for k in ("method", "run_dir", "eval_dir", "machine", "verdict", "protocol")
                          if k in mine[0]}}
     return rows
+
+
+def paired_differences(units: list[dict], tuning: bool) -> dict:
+    """Per run: its difference from the bench's first run (the baseline, e.g. ALTER's default) on the units both ran
+    (same world and seed), each key's mean and 95% t-interval over those units. Worlds differ more than methods do, so
+    comparing the two means' intervals hides differences that every world shows; the paired interval does not."""
+    chosen = [u for u in units if u["tuning"] == tuning and u.get("protocol", "forget") == "forget"
+              and u["run"] not in ("target", "retain")]
+    names = list(dict.fromkeys(u["run"] for u in chosen))
+    if len(names) < 2:
+        return {}
+    baseline = {(u["world"], u["seed"]): u for u in chosen if u["run"] == names[0]}
+    paired = {"baseline": names[0], "rows": {}}
+    for name in names[1:]:
+        pairs = [(u, baseline[(u["world"], u["seed"])]) for u in chosen
+                 if u["run"] == name and (u["world"], u["seed"]) in baseline]
+        differences = {k: interval([None if None in (u.get(k), b.get(k)) else u[k] - b[k] for u, b in pairs])
+                       for k in _numeric_keys([b for _, b in pairs])}
+        paired["rows"][name] = {**{k: v["mean"] for k, v in differences.items()}, "intervals": differences,
+                                "units": len(pairs)}
+    return paired
 
 
 def _cell(row: dict, key: str) -> str:
@@ -528,8 +564,8 @@ def row_keys(suite: str) -> tuple[str, ...]:
 def markdown(bench: dict) -> str:
     suite = bench.get("suite", "tofu")
     parts = []
-    for title, rows in (("held-out worlds" if bench["tuning_rows"] else "", bench["rows"]),
-                        ("tuning world (seed 0)", bench["tuning_rows"])):
+    for title, rows, paired in (("held-out worlds" if bench["tuning_rows"] else "", bench["rows"], bench.get("paired")),
+                                ("tuning world (seed 0)", bench["tuning_rows"], bench.get("tuning_paired"))):
         if not rows:
             continue
         units = max(row["units"] for row in rows.values())
@@ -538,6 +574,7 @@ def markdown(bench: dict) -> str:
         main = {name: row for name, row in rows.items() if row.get("protocol", "forget") == "forget"}
         parts.append(markdown_table(main, suite))
         parts.append(undone_table(main))
+        parts.append(paired_table(paired, suite))
         parts.append(audit_table(main))
         parts.append(protocol_table(rows, "scalability"))
         parts.append(protocol_table(rows, "sustainability"))
@@ -597,6 +634,23 @@ def undone_table(rows: dict) -> str:
         gates = [v for k, v in row.items() if k.startswith("retain") and k.endswith("_gate_rate") and v is not None]
         cells = [name, *[_cell(row, f"undone_{f}") for f in families], f"{max(gates):.3f}" if gates else "-"]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def paired_table(paired: dict | None, suite: str) -> str:
+    """`paired_differences` as a table: each run minus the baseline, mean ± 95% half-interval over shared units."""
+    if not paired or not paired["rows"]:
+        return ""
+    rows = paired["rows"]
+    keys = ["forget_quality", "model_utility", "privleak"] if suite == "tofu" else list(row_keys(suite))
+    keys += [f"undone_{f}" for f in ("in_sample", *FAMILIES) if any(row.get(f"undone_{f}") is not None
+                                                                    for row in rows.values())]
+    header = ["run", "units", *(k.replace("undone_", "undone ") for k in keys)]
+    lines = [f"Paired against `{paired['baseline']}` (run minus `{paired['baseline']}` on the same world and seed; "
+             "mean ± 95% half-interval over those units)\n",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, row in rows.items():
+        lines.append("| " + " | ".join([name, str(row["units"]), *(_cell(row, k) for k in keys)]) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -63,6 +63,7 @@ class ReportData:
     histogram: dict | None = None
     views: list[TokenView] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    paired: dict | None = None  # bench.json's `paired`: each run minus the bench's first run, over shared units
 
 
 def build_report(run_dir: Path) -> Path:
@@ -98,7 +99,7 @@ def _bench_data(run_dir: Path) -> ReportData:
     suite = bench.get("suite", "tofu")
     data = ReportData(title=f"{suite.upper()}: unlearning {bench['forget_split']} from {bench['model']} ({worlds} world"
                             f"{'s' if worlds > 1 else ''}, {len(bench['seeds'])} seed{'s' if len(bench['seeds']) > 1 else ''})",
-                      command=f"alter report {run_dir}", rows=rows)
+                      command=f"alter report {run_dir}", rows=rows, paired=bench.get("paired"))
     data.verdicts = [bench_verdict(name, row, rows["target"], suite) for name, row in rows.items()
                      if name not in ("target", "retain")]
     for name, row in rows.items():
@@ -207,6 +208,7 @@ def render(data: ReportData, figures: dict[str, Path]) -> str:
     sections.append("<h2>Results</h2>")
     sections += [_table(caption, keys, data.rows) for caption, keys in TABLES.items()]
     sections.append(_undone_table(data.rows))
+    sections.append(_paired_table(data.paired))
     sections.append(_gate_table(data.rows))
     sections.append(_audit_table(data.rows))
     sections += [f"<p class=note>{html.escape(note)}</p>" for note in data.notes]
@@ -248,6 +250,26 @@ def _undone_table(rows: dict[str, dict]) -> str:
                                                               for row in methods.values()) + "</tr>" for f in families)
     return ("<table><caption>Undone: share of the forgotten probability that comes back (0 = as the retain model, "
             f"1 = as the target), per probe family</caption><tr><th>probe</th>{head}</tr>{body}</table>")
+
+
+def _paired_table(paired: dict | None) -> str:
+    if not paired or not paired["rows"]:
+        return ""
+    keys = ["forget_quality", "model_utility", "privleak",
+            *(f"undone_{f}" for f in ("in_sample", *FAMILIES))]
+    keys = [k for k in keys if any(row.get(k) is not None for row in paired["rows"].values())]
+
+    def cell(row: dict, key: str) -> str:
+        spread = row["intervals"].get(key, {})
+        half = "" if spread.get("low") is None else f" &plusmn; {(spread['high'] - spread['low']) / 2:.2g}"
+        return f"<td>{_number(row.get(key))}{half}</td>"
+
+    head = "".join(f"<th>{html.escape(key)}</th>" for key in keys)
+    body = "".join(f"<tr><th>{html.escape(name)}</th><td>{row['units']}</td>" + "".join(cell(row, k) for k in keys)
+                   + "</tr>" for name, row in paired["rows"].items())
+    baseline = html.escape(paired["baseline"])
+    return (f"<table><caption>Paired against {baseline}: each run minus {baseline} on the same worlds and seeds, mean "
+            f"&plusmn; 95% half-interval</caption><tr><th>run</th><th>units</th>{head}</tr>{body}</table>")
 
 
 def _gate_table(rows: dict[str, dict]) -> str:
