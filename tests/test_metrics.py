@@ -123,7 +123,8 @@ def test_bench_paired_differences_against_scipy():
 
     alter = {("w1", 0): 0.10, ("w2", 0): 0.40, ("w3", 0): 0.25, ("w3", 1): 0.70}
     npo = {("w1", 0): 0.30, ("w2", 0): 0.45, ("w3", 1): 0.95, ("w4", 0): 0.99}  # w3 seed 0 missing, w4 alone
-    units = [unit(w, s, "alter", q) for (w, s), q in alter.items()] + [unit(w, s, "npo", q) for (w, s), q in npo.items()]
+    units = [unit(w, s, "alter", q) for (w, s), q in alter.items()]
+    units += [unit(w, s, "npo", q) for (w, s), q in npo.items()]
     units += [unit("w1", None, "target", 0.0), unit("w1", None, "retain", 1.0), unit("w0", 0, "alter", 0.9, True),
               unit("w0", 0, "npo", 0.0, True)]
     paired = paired_differences(units, tuning=False)

@@ -9,7 +9,8 @@ COMMON = ("On one --data folder, or on --worlds N generated worlds (seeds 1..N; 
           "apart): fine-tunes the target (full) and retain models unless cached, runs each method from the target in "
           "its own process for every --seeds value, evaluates everything against the retain model, and writes "
           "OUT/bench.json (every unit's row) and OUT/bench.md (mean and 95%% interval over units, and each method's "
-          "paired difference from the first method on the same units). Finished steps are reused, so a rerun resumes. A bench with ALTER also runs alter-paper.")
+          "paired difference from the first method on the same units). Finished steps are reused, so a rerun "
+          "resumes. A bench with ALTER also runs alter-paper.")
 DEFAULT_METHODS = {"tofu": "alter,npo,graddiff", "muse": "alter,npo,graddiff,simnpo,rmu",
                    "wmdp": "alter,npo,graddiff,simnpo,rmu,rmu-canonical"}
 

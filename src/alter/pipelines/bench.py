@@ -504,8 +504,11 @@ def interval(values: list[float]) -> dict:
 
 def _numeric_keys(units: list[dict]) -> list[str]:
     """The keys holding a number in any of the units (a key can be None in some: a probe family a model skips)."""
-    return [k for k in dict.fromkeys(k for u in units for k in u)
-            if k != "seed" and any(isinstance(u.get(k), (int, float)) and not isinstance(u.get(k), bool) for u in units)]
+    def is_number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    keys = dict.fromkeys(k for u in units for k in u)
+    return [k for k in keys if k != "seed" and any(is_number(u.get(k)) for u in units)]
 
 
 def aggregate_rows(units: list[dict], tuning: bool) -> dict:
