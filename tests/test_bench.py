@@ -55,8 +55,8 @@ def test_bench_runs_every_method_resumes_shares_its_cache_and_reports_its_number
     paired = bench["paired"]  # every run against the first method, on the one unit they share
     assert paired["baseline"] == "npo" and list(paired["rows"]) == ["alter", PAPER_VARIANT]
     assert paired["rows"]["alter"]["units"] == 1
-    assert paired["rows"]["alter"]["forget_Q_A_Prob"] == \
-        pytest.approx(rows["alter"]["forget_Q_A_Prob"] - rows["npo"]["forget_Q_A_Prob"])
+    assert paired["rows"]["alter"]["undone_in_sample"] == \
+        pytest.approx(rows["alter"]["undone_in_sample"] - rows["npo"]["undone_in_sample"])
     assert "Paired against `npo`" in table
 
     again = alter(*common, "--limit", "4", "--methods", methods, "--out", tmp_path / "bench")

@@ -143,7 +143,8 @@ def test_bench_paired_differences_against_scipy():
     table = markdown({"suite": "tofu", "rows": {"alter": {"forget_quality": 0.36, "units": 4}}, "tuning_rows": None,
                       "paired": paired})
     assert "Paired against `alter`" in table
-    assert f"| npo | 3 | {np.mean([0.20, 0.05, 0.25]):.3g} ± {(high - low) / 2:.2g} | 0 ± 0 | - |" in table
+    assert f"| npo | 3 | {np.mean([0.20, 0.05, 0.25]):.3g} ± {(high - low) / 2:.2g} | 0 ± 0 |\n" in table
+    assert paired["keys"] == ["forget_quality", "model_utility"]  # only keys with a value: no privleak, no undone
 
 
 def test_forgetting_verdict():

@@ -205,12 +205,12 @@ def _write_bench(out: Path, about: dict, units: list[dict]) -> dict:
     """bench.json (every unit, the rows over held-out worlds and apart those of the tuning world) and bench.md."""
     if about["suite"] == "tofu":
         _add_undone(units)
-    tuning = any(unit["tuning"] for unit in units)
+    tuning, suite = any(unit["tuning"] for unit in units), about["suite"]
     bench = {**about, "units": units,
              "rows": aggregate_rows(units, tuning=False) or aggregate_rows(units, tuning=True),
              "tuning_rows": aggregate_rows(units, tuning=True) if tuning else None,
-             "paired": paired_differences(units, tuning=False) or paired_differences(units, tuning=True),
-             "tuning_paired": paired_differences(units, tuning=True) if tuning else None}
+             "paired": paired_differences(units, False, suite) or paired_differences(units, True, suite),
+             "tuning_paired": paired_differences(units, True, suite) if tuning else None}
     write_json(out / "bench.json", bench)
     write_text(out / "bench.md", markdown(bench))
     return bench
@@ -525,10 +525,17 @@ def aggregate_rows(units: list[dict], tuning: bool) -> dict:
     return rows
 
 
-def paired_differences(units: list[dict], tuning: bool) -> dict:
+def paired_keys(suite: str) -> tuple[str, ...]:
+    if suite != "tofu":
+        return row_keys(suite)
+    return ("forget_quality", "model_utility", "privleak", *(f"undone_{f}" for f in ("in_sample", *FAMILIES)))
+
+
+def paired_differences(units: list[dict], tuning: bool, suite: str = "tofu") -> dict:
     """Per run: its difference from the bench's first run (the baseline, e.g. ALTER's default) on the units both ran
-    (same world and seed), each key's mean and 95% t-interval over those units. Worlds differ more than methods do, so
-    comparing the two means' intervals hides differences that every world shows; the paired interval does not."""
+    (same world and seed), each of `paired_keys`' mean and 95% t-interval over those units; `keys`: those with a value.
+    Worlds differ more than methods do, so comparing the two means' intervals hides differences that every world
+    shows; the paired interval does not."""
     chosen = [u for u in units if u["tuning"] == tuning and u.get("protocol", "forget") == "forget"
               and u["run"] not in ("target", "retain")]
     names = list(dict.fromkeys(u["run"] for u in chosen))
@@ -540,9 +547,10 @@ def paired_differences(units: list[dict], tuning: bool) -> dict:
         pairs = [(u, baseline[(u["world"], u["seed"])]) for u in chosen
                  if u["run"] == name and (u["world"], u["seed"]) in baseline]
         differences = {k: interval([None if None in (u.get(k), b.get(k)) else u[k] - b[k] for u, b in pairs])
-                       for k in _numeric_keys([b for _, b in pairs])}
+                       for k in paired_keys(suite)}
         paired["rows"][name] = {**{k: v["mean"] for k, v in differences.items()}, "intervals": differences,
                                 "units": len(pairs)}
+    paired["keys"] = [k for k in paired_keys(suite) if any(row[k] is not None for row in paired["rows"].values())]
     return paired
 
 
@@ -577,7 +585,7 @@ def markdown(bench: dict) -> str:
         main = {name: row for name, row in rows.items() if row.get("protocol", "forget") == "forget"}
         parts.append(markdown_table(main, suite))
         parts.append(undone_table(main))
-        parts.append(paired_table(paired, suite))
+        parts.append(paired_table(paired))
         parts.append(audit_table(main))
         parts.append(protocol_table(rows, "scalability"))
         parts.append(protocol_table(rows, "sustainability"))
@@ -640,14 +648,11 @@ def undone_table(rows: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def paired_table(paired: dict | None, suite: str) -> str:
+def paired_table(paired: dict | None) -> str:
     """`paired_differences` as a table: each run minus the baseline, mean ± 95% half-interval over shared units."""
     if not paired or not paired["rows"]:
         return ""
-    rows = paired["rows"]
-    keys = ["forget_quality", "model_utility", "privleak"] if suite == "tofu" else list(row_keys(suite))
-    keys += [f"undone_{f}" for f in ("in_sample", *FAMILIES) if any(row.get(f"undone_{f}") is not None
-                                                                    for row in rows.values())]
+    rows, keys = paired["rows"], paired["keys"]
     header = ["run", "units", *(k.replace("undone_", "undone ") for k in keys)]
     lines = [f"Paired against `{paired['baseline']}` (run minus `{paired['baseline']}` on the same world and seed; "
              "mean ± 95% half-interval over those units)\n",

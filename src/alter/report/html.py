@@ -255,9 +255,7 @@ def _undone_table(rows: dict[str, dict]) -> str:
 def _paired_table(paired: dict | None) -> str:
     if not paired or not paired["rows"]:
         return ""
-    keys = ["forget_quality", "model_utility", "privleak",
-            *(f"undone_{f}" for f in ("in_sample", *FAMILIES))]
-    keys = [k for k in keys if any(row.get(k) is not None for row in paired["rows"].values())]
+    keys = paired["keys"]
 
     def cell(row: dict, key: str) -> str:
         spread = row["intervals"].get(key, {})
