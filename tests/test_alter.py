@@ -239,6 +239,27 @@ def test_content_gate_is_a_running_max_that_padding_never_moves_and_generation_c
     assert torch.equal(torch.cat([first, rest], 1), pooled)  # chunk by chunk = all at once
 
 
+def test_head_mixes_weigh_the_heads_that_are_on_as_documented():
+    """Running maxima of three heads at four positions (-inf: padding), their weights by hand per mix."""
+    pooled = torch.tensor([[-float("inf")] * 3, [-1.0, -2.0, -0.5], [0.5, -1.0, 2.0], [0.5, 3.0, 3.0]])
+    assert ContentGate.weights(pooled, "sum").tolist() == [[0, 0, 0], [0, 0, 0], [1, 0, 1], [1, 1, 1]]
+    assert torch.allclose(ContentGate.weights(pooled, "mean"),
+                          torch.tensor([[0, 0, 0], [0, 0, 0], [0.5, 0, 0.5], [1 / 3, 1 / 3, 1 / 3]]))
+    # the highest score alone; a tie goes to the first head; no head when none is above 0
+    assert ContentGate.weights(pooled, "strongest").tolist() == [[0, 0, 0], [0, 0, 0], [0, 0, 1], [0, 1, 0]]
+    for mix in ("mean", "strongest"):  # one head on: every mix gives it weight 1
+        assert ContentGate.weights(pooled[:, :1], mix).tolist() == [[0], [0], [1], [1]]
+
+
+def test_head_mix_needs_the_content_router():
+    with pytest.raises(ValueError, match="head_mix"):
+        AlterConfig(router="layer", head_mix="mean")
+    with pytest.raises(ValueError, match="params.head_mix"):
+        ALTERParams(router="shared", head_mix="strongest")
+    with pytest.raises(ValueError, match="params.head_mix"):
+        ALTERParams(head_mix="max")
+
+
 def test_content_gate_fit_finds_the_token_that_names_the_subject():
     """Toy: feature 0 marks a mention of subject A, feature 1 of subject B, feature 2 is noise everywhere. Forget items
     of sub-domain 0 mention A in the prompt, of sub-domain 1 B; retain items mention neither; the fitted gate fires for
@@ -665,20 +686,23 @@ def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_ru
     assert gate["forget_answer_recall"] > 0.5
 
 
-def test_training_routes_are_where_the_fitted_gate_fires_at_inference(tiny_runs, small_world):
-    """prepare computes where the gate fires from the states it was fitted on (one frozen pass over the retain items);
-    the adapter at inference must switch heads on at exactly those positions."""
-    model, _, _, _, plan, data = short_alter_run(tiny_runs, small_world, ["train.max_steps=1", "params.forget_heads=2"])
+@pytest.mark.parametrize("head_mix", ["sum", "strongest"])
+def test_training_routes_are_where_the_fitted_gate_fires_at_inference(tiny_runs, small_world, head_mix):
+    """prepare computes the gate's weights from the states it was fitted on (one frozen pass over the retain items);
+    the adapter at inference must weigh the heads exactly so, under each head mix."""
+    model, _, _, _, plan, data = short_alter_run(tiny_runs, small_world, ["train.max_steps=1", "params.forget_heads=2",
+                                                                          f"params.head_mix={head_mix}"])
     objective = plan.phases[1].objective.__self__
     tokenizer = fresh_target(tiny_runs)[1]
     fired = 0
     for kind, rows in (("forget", data.forget), ("retain", data.retain[:40])):
-        for row, expected in zip(rows, objective.gate_on[kind]):
+        for row, expected in zip(rows, objective.gate_weights[kind]):
             item = encode_qa(tokenizer, row["question"], row["answer"])
             with objective.adapter.recording(), torch.no_grad():
                 model(input_ids=torch.tensor([item.input_ids]))
                 weights = objective.adapter.slot.recorded[0][0]
             assert torch.equal(weights, torch.as_tensor(expected).float()), (kind, row["question"])
+            assert head_mix == "sum" or (weights.sum(-1) <= 1 + 1e-6).all()
             fired += int(kind == "forget" and expected.any())
     assert fired > len(data.forget) // 2  # the comparison is not between two all-off gates
 
@@ -741,9 +765,10 @@ def objective_on_a_batch(tiny_runs, small_world, random_alter_adapter, params: A
     generator = torch.Generator().manual_seed(0)
     entropies = {kind: [2 * torch.rand(len(item.input_ids), generator=generator) for item in items]
                  for kind, items in (("forget", forget), ("retain", retain))}
-    gate_on = {kind: [(torch.rand(len(item.input_ids), 2, generator=generator) > 0.5).numpy() for item in items]
+    gate_weights = {kind: [(torch.rand(len(item.input_ids), 2, generator=generator) > 0.5).numpy() for item in items]
                for kind, items in (("forget", forget), ("retain", retain))}
-    objective = ALTERObjective(adapter, params, entropies, torch.tensor([0, 1] * 4), threshold=1.0, gate_on=gate_on)
+    objective = ALTERObjective(adapter, params, entropies, torch.tensor([0, 1] * 4), threshold=1.0,
+                               gate_weights=gate_weights)
     return model, objective, UnlearnBatches(forget, retain, None, 4, 0, tokenizer.pad_token_id).batch(0, 0)
 
 
@@ -816,16 +841,16 @@ def test_content_routes_read_every_head_the_gate_switches_on_and_train_only_the_
     batch = {"forget": {"input_ids": ones, "attention_mask": ones},
              "retain": {"input_ids": ones[:1], "attention_mask": ones[:1]},
              "forget_index": torch.tensor([0, 1]), "retain_index": torch.tensor([0])}
-    gate_on = {"forget": [np.array([[0, 0], [0, 1], [1, 1], [1, 1], [1, 1]], bool),   # own head 0 from position 2
+    gate_weights = {"forget": [np.array([[0, 0], [0, 1], [1, 1], [1, 1], [1, 1]], bool),   # own head 0 from position 2
                           np.array([[0, 0], [0, 0], [0, 0], [0, 1], [0, 1]], bool)],  # own head 1 from position 3
                "retain": [np.array([[0, 0], [0, 0], [0, 0], [0, 0], [1, 0]], bool)]}
     entropies = {"forget": [torch.tensor([0.0, 0.0, 0.0, 2.0, 0.0]), torch.zeros(5)], "retain": [torch.zeros(5)]}
     objective = ALTERObjective(SimpleNamespace(config=SimpleNamespace(forget_heads=2)), ALTERParams(router="content"),
-                               entropies, torch.tensor([0, 1]), threshold=1.0, gate_on=gate_on)
+                               entropies, torch.tensor([0, 1]), threshold=1.0, gate_weights=gate_weights)
     forget_weights, forget_grad, retain_weights, retain_grad = objective.routes(batch)
-    assert torch.equal(forget_weights, torch.as_tensor(np.stack(gate_on["forget"])).float())
+    assert torch.equal(forget_weights, torch.as_tensor(np.stack(gate_weights["forget"])).float())
     assert forget_grad.tolist() == [[0, 0, 1, 0, 1], [0, 0, 0, 2, 2]]  # head number + 1; position 3 of row 0 is high
-    assert torch.equal(retain_weights[0], torch.as_tensor(gate_on["retain"][0]).float()) and retain_grad.sum() == 0
+    assert torch.equal(retain_weights[0], torch.as_tensor(gate_weights["retain"][0]).float()) and retain_grad.sum() == 0
     objective.params = ALTERParams(router="content", forget_tokens="all")  # the high-entropy position learns too
     assert objective.routes(batch)[1].tolist() == [[0, 0, 1, 1, 1], [0, 0, 0, 2, 2]]
 

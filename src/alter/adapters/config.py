@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from alter.entropy import EntropySettings
 
 ROUTERS = ("content", "layer", "shared", "none")
+HEAD_MIXES = ("sum", "mean", "strongest")
 
 
 def _help(text: str, **kwargs):
@@ -32,6 +33,9 @@ class AlterConfig:
     gate_layer: int = _help("'content': the decoder layer whose input the gate reads; only layers from there on are "
                             "adapted, so the gate sees the frozen model's state; -1 = a quarter of the depth",
                             default=-1)
+    head_mix: str = _help("'content': how the forget heads its gate switches on combine at a token: 'sum' (each at "
+                          "weight 1, so how far a token is pushed grows with how many fire), 'mean' (each at 1/k of "
+                          "the k on), 'strongest' (only the head with the highest score)", default="sum")
     top_k_high: int = _help("inference with 'layer'/'shared': high-entropy tokens mix the top-k router outputs",
                             default=3)
     temperature_high: float = _help("router softmax temperature for high-entropy tokens", default=0.8)
@@ -49,6 +53,10 @@ class AlterConfig:
             self.entropy = EntropySettings(**self.entropy)
         if self.router not in ROUTERS:
             raise ValueError(f"router: expected one of {', '.join(ROUTERS)}, got {self.router!r}")
+        if self.head_mix not in HEAD_MIXES:
+            raise ValueError(f"head_mix: expected one of {', '.join(HEAD_MIXES)}, got {self.head_mix!r}")
+        if self.head_mix != "sum" and self.router != "content":
+            raise ValueError(f"head_mix: {self.head_mix!r} needs the 'content' router, got {self.router!r}")
         if self.rank < 1 or self.forget_heads < 1:
             raise ValueError(f"rank and forget_heads must be at least 1, got {self.rank} and {self.forget_heads}")
         if self.router in ("layer", "shared") and not 1 <= self.top_k_high <= self.router_outputs:

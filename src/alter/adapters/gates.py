@@ -38,8 +38,15 @@ class ContentGate(nn.Module):
         return pooled[:, 1:] if carry is not None else pooled
 
     @staticmethod
-    def weights(pooled: torch.Tensor) -> torch.Tensor:
-        return (pooled > 0).float()
+    def weights(pooled: torch.Tensor, mix: str = "sum") -> torch.Tensor:
+        """Forget-head weights [.., N] from the running max of the scores: the heads above 0 are on, combined by
+        `mix` (AlterConfig.head_mix)."""
+        on = (pooled > 0).float()
+        if mix == "mean":
+            return on / on.sum(-1, keepdim=True).clamp_min(1.0)
+        if mix == "strongest":
+            return on * nn.functional.one_hot(pooled.argmax(-1), pooled.shape[-1]).float()
+        return on
 
     def pooled_scores(self, hidden: torch.Tensor, mask: torch.Tensor | None = None,
                       carry: torch.Tensor | None = None) -> torch.Tensor:

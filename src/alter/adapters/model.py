@@ -191,7 +191,7 @@ class AlterModel:
         hidden = kwargs.get("hidden_states", args[0] if args else None)
         pooled = self.gate.pooled_scores(hidden, self._mask, self._carry)
         self._carry = pooled[:, -1]
-        routing.weights = ContentGate.weights(pooled)
+        routing.weights = ContentGate.weights(pooled, self.config.head_mix)
         return None
 
     def _after(self, module, args, kwargs, output):

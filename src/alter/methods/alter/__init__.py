@@ -70,6 +70,7 @@ def prepare(setup: Setup) -> Plan:
     entropy.threshold = threshold_from(answer_entropy, params.threshold, params.threshold_quantile)
     config = AlterConfig(rank=params.rank, alpha=params.lora_alpha, forget_heads=clustering["heads"],
                          router=params.router, null_output=params.null_output, gate_layer=params.gate_layer,
+                         head_mix=params.head_mix,
                          top_k_high=min(params.top_k_high, clustering["heads"] + int(params.null_output)),
                          temperature_high=params.temperature_high, temperature_low=params.temperature_low,
                          entropy=entropy)
@@ -77,11 +78,11 @@ def prepare(setup: Setup) -> Plan:
     adapter = AlterModel(model, config)
     if gate is not None:
         adapter.gate.load_state_dict(gate.state_dict())
-    gate_on = {kind: _fires(gate, stats.features) for kind, stats in (("forget", forget), ("retain", retain))} \
-        if params.router == "content" else None
+    gate_weights = {kind: _gate_weights(gate, stats.features, params.head_mix)
+                    for kind, stats in (("forget", forget), ("retain", retain))} if params.router == "content" else None
     retain.features = None  # the states the gate read: no longer needed, and the largest thing prepare holds
     objective = ALTERObjective(adapter, params, {"forget": forget.entropy, "retain": retain.entropy},
-                               torch.as_tensor(domains), entropy.threshold, gate_on, _end_ids(setup), floors)
+                               torch.as_tensor(domains), entropy.threshold, gate_weights, _end_ids(setup), floors)
     phases = [Phase("phase1", objective.phase1, [{"params": adapter.parameters("lora_A"), "lr": params.lr_a},
                                                 {"params": adapter.parameters("retain_B"), "lr": params.lr_b}],
                     epochs=params.phase1_epochs),
@@ -127,11 +128,12 @@ def prepare_request(setup: Setup, params: ALTERParams) -> Plan:
     adapter = AlterModel.load(model, folder)
     earlier_heads = adapter.config.forget_heads
     request = adapter.add_request(new_rows)
-    gate_on = {kind: _fires(adapter.gate, stats.features) for kind, stats in (("forget", forget), ("retain", retain))}
+    gate_weights = {kind: _gate_weights(adapter.gate, stats.features, adapter.config.head_mix)
+                    for kind, stats in (("forget", forget), ("retain", retain))}
     retain.features = None
     objective = ALTERObjective(adapter, params, {"forget": forget.entropy, "retain": retain.entropy},
-                               torch.as_tensor(domains + earlier_heads), entropy.threshold, gate_on, _end_ids(setup),
-                               floors)
+                               torch.as_tensor(domains + earlier_heads), entropy.threshold, gate_weights,
+                               _end_ids(setup), floors)
     heads = adapter.parameters("forget_B")
     for parameter in heads:  # earlier requests' heads receive no gradient, hence no update
         parameter.register_hook(lambda grad: torch.cat([torch.zeros_like(grad[:earlier_heads]), grad[earlier_heads:]]))
@@ -251,10 +253,11 @@ def _name_swap_features(setup: Setup, reads: int) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def _fires(gate: ContentGate, features: list[np.ndarray]) -> list[np.ndarray]:
-    """Per item, whether the fitted content gate fires at each position, per head ([tokens, N] booleans)."""
+def _gate_weights(gate: ContentGate, features: list[np.ndarray], mix: str) -> list[np.ndarray]:
+    """Per item, the fitted content gate's forget-head weights at each position ([tokens, N]), as at inference."""
     device = gate.detector.weight.device
-    return [(gate.pooled_scores(torch.as_tensor(f, device=device)[None])[0] > 0).cpu().numpy() for f in features]
+    return [ContentGate.weights(gate.pooled_scores(torch.as_tensor(f, device=device)[None])[0], mix).cpu().numpy()
+            for f in features]
 
 
 def _histogram(values: np.ndarray, bins: int = 60) -> dict:

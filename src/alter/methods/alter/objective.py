@@ -60,16 +60,16 @@ def row_spans(batches: list[dict]) -> list[slice]:
 
 class ALTERObjective:
     """Losses of both phases. Per item, from the frozen pass: `entropies[kind][i]` (each position's entropy) and,
-    for the content gate, `gate_on[kind][i]` (whether the gate fires at each position, [tokens, N]). `end_ids`: the
-    tokenizer's special tokens, which the forget loss leaves alone (`forget_positions`). `floors`: per forget row, the
-    mean answer log-probability the forget loss holds it at (floor.py): below it, the loss pulls the row back up;
-    None: no floor."""
+    for the content gate, `gate_weights[kind][i]` (its forget-head weights at each position, [tokens, N]).
+    `end_ids`: the tokenizer's special tokens, which the forget loss leaves alone (`forget_positions`). `floors`: per
+    forget row, the mean answer log-probability the forget loss holds it at (floor.py): below it, the loss pulls the
+    row back up; None: no floor."""
 
     def __init__(self, adapter: AlterModel, params: ALTERParams, entropies: dict, domains: torch.Tensor,
-                 threshold: float, gate_on: dict | None = None, end_ids: tuple[int, ...] = (),
+                 threshold: float, gate_weights: dict | None = None, end_ids: tuple[int, ...] = (),
                  floors: torch.Tensor | None = None):
         self.adapter, self.params, self.entropies = adapter, params, entropies
-        self.domains, self.threshold, self.gate_on, self.end_ids = domains, threshold, gate_on, end_ids
+        self.domains, self.threshold, self.gate_weights, self.end_ids = domains, threshold, gate_weights, end_ids
         self.floors = floors
         self.heads = adapter.config.forget_heads
 
@@ -89,8 +89,8 @@ class ALTERObjective:
         return (self._rows(self.entropies[kind], index, 0.0).to(valid.device) > self.threshold) & valid
 
     def _gate(self, kind: str, index: torch.Tensor, batch: dict) -> torch.Tensor:
-        """Where the fitted content gate fires, [rows, seq, N] (float)."""
-        return self._rows(self.gate_on[kind], index, False).float().to(batch["input_ids"].device)
+        """The fitted content gate's forget-head weights, [rows, seq, N]."""
+        return self._rows(self.gate_weights[kind], index, 0.0).float().to(batch["input_ids"].device)
 
     def _forward(self, model, batch: dict, routing: Routing):
         """Logits from the batch's first answer-predicting position on (the output layer skips the prompts), in the

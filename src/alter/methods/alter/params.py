@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alter.adapters.config import ROUTERS
+from alter.adapters.config import HEAD_MIXES, ROUTERS
 
 ROUTER_TRAINING = ("routes", "retain", "all")
 # The paper's reading of every gap that has a switch (configs/unlearn/alter-paper.yaml; `alter-paper` in benches):
@@ -37,6 +37,7 @@ class ALTERParams:
     router: str = "content"  # content | layer (paper) | shared | none (adapters/config.py)
     null_output: bool = True  # 'layer'/'shared' routers can answer "no forget head" (paper: no)
     gate_layer: int = -1  # 'content': decoder layer the gate reads; -1 = half the depth
+    head_mix: str = "sum"  # 'content': how the heads the gate switches on combine: sum | mean | strongest
     top_k_high: int = 3
     temperature_high: float = 0.8
     temperature_low: float = 0.01
@@ -68,6 +69,10 @@ class ALTERParams:
     def __post_init__(self):
         if self.router not in ROUTERS:
             raise ValueError(f"params.router: expected one of {', '.join(ROUTERS)}, got {self.router!r}")
+        if self.head_mix not in HEAD_MIXES:
+            raise ValueError(f"params.head_mix: expected one of {', '.join(HEAD_MIXES)}, got {self.head_mix!r}")
+        if self.head_mix != "sum" and self.router != "content":
+            raise ValueError(f"params.head_mix: {self.head_mix!r} needs params.router 'content', got {self.router!r}")
         if self.forget_loss not in ("hinge", "hinge_to_top", "npo"):
             raise ValueError(f"params.forget_loss: expected 'hinge', 'hinge_to_top' or 'npo', got {self.forget_loss!r}")
         if self.forget_tokens not in ("low", "all"):
