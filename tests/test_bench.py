@@ -111,6 +111,13 @@ def test_several_worlds_and_seeds_give_means_and_intervals(tmp_path):
     refused = alter("bench", "collect", tmp_path / "alone.json", "--out", tmp_path / "bad", check=False)
     assert refused.returncode != 0 and "needs a 'target' and a 'retain' entry" in refused.stderr
     assert not (tmp_path / "bad").exists()
+    # every unit from the tuning world: one table under that name, not the same rows twice
+    (tmp_path / "tuning.json").write_text(json.dumps([{**unit, "tuning": True} for unit in listing]))
+    alter("bench", "collect", tmp_path / "tuning.json", "--out", tmp_path / "tuning")
+    tuning = json.loads((tmp_path / "tuning" / "bench.json").read_text())
+    assert tuning["rows"] == bench["rows"] and tuning["tuning_rows"] is None and tuning["tuning_paired"] is None
+    text = (tmp_path / "tuning" / "bench.md").read_text()
+    assert text.count("### ") == 1 and "### tuning world (seed 0)" in text and "held-out" not in text
 
 
 def test_bench_refuses_a_forget_split_absent_from_the_data(tmp_path):

@@ -202,15 +202,18 @@ def run_bench(plan: BenchPlan) -> dict:
 
 
 def _write_bench(out: Path, about: dict, units: list[dict]) -> dict:
-    """bench.json (every unit, the rows over held-out worlds and apart those of the tuning world) and bench.md."""
+    """bench.json (every unit, the rows over held-out worlds and apart those of the tuning world) and bench.md. With
+    no held-out unit, `rows` are the tuning world's and there are no `tuning_rows`: one table, not the same one twice."""
     if about["suite"] == "tofu":
         _add_undone(units)
-    tuning, suite = any(unit["tuning"] for unit in units), about["suite"]
+    suite = about["suite"]
+    held_out = any(not unit["tuning"] for unit in units)
+    apart = held_out and any(unit["tuning"] for unit in units)
     bench = {**about, "units": units,
-             "rows": aggregate_rows(units, tuning=False) or aggregate_rows(units, tuning=True),
-             "tuning_rows": aggregate_rows(units, tuning=True) if tuning else None,
-             "paired": paired_differences(units, False, suite) or paired_differences(units, True, suite),
-             "tuning_paired": paired_differences(units, True, suite) if tuning else None}
+             "rows": aggregate_rows(units, tuning=not held_out),
+             "tuning_rows": aggregate_rows(units, tuning=True) if apart else None,
+             "paired": paired_differences(units, not held_out, suite),
+             "tuning_paired": paired_differences(units, True, suite) if apart else None}
     write_json(out / "bench.json", bench)
     write_text(out / "bench.md", markdown(bench))
     return bench
@@ -575,7 +578,10 @@ def row_keys(suite: str) -> tuple[str, ...]:
 def markdown(bench: dict) -> str:
     suite = bench.get("suite", "tofu")
     parts = []
-    for title, rows, paired in (("held-out worlds" if bench["tuning_rows"] else "", bench["rows"], bench.get("paired")),
+    bench_units = bench.get("units") or []
+    only_tuning = bool(bench_units) and all(unit["tuning"] for unit in bench_units)
+    main_title = "tuning world (seed 0)" if only_tuning else "held-out worlds" if bench["tuning_rows"] else ""
+    for title, rows, paired in ((main_title, bench["rows"], bench.get("paired")),
                                 ("tuning world (seed 0)", bench["tuning_rows"], bench.get("tuning_paired"))):
         if not rows:
             continue
