@@ -586,7 +586,8 @@ def markdown(bench: dict) -> str:
         if not rows:
             continue
         units = max(row["units"] for row in rows.values())
-        parts.append(f"### {title} ({units} units: world x seed; mean ± 95% half-interval)\n" if title or units > 1
+        label = f"{title}: " if title else ""
+        parts.append(f"### {label}{units} units (world x seed; mean ± 95% half-interval)\n" if title or units > 1
                      else "")
         main = {name: row for name, row in rows.items() if row.get("protocol", "forget") == "forget"}
         parts.append(markdown_table(main, suite))
