@@ -313,6 +313,9 @@ def test_a_calibration_that_silences_the_gate_is_recorded_and_warned_about(capsy
     _warn_if_gate_misses_forget(facts)
     warning = capsys.readouterr().err
     assert f"is on for {facts['forget_answer_recall']:.0%} of the forget answers" in warning and "(100% before" in warning
+    assert "held-out retain items score as high" in warning and "gate_fit_lr" not in warning
+    _warn_if_gate_misses_forget({**facts, "forget_answer_recall_before_calibration": 0.3})  # an unfinished fit
+    assert "gate_fit_lr" in capsys.readouterr().err
     _warn_if_gate_misses_forget({**facts, "forget_answer_recall": 0.9})
     assert capsys.readouterr().err == ""
 

@@ -213,13 +213,17 @@ def _fit_gate(setup: Setup, params: ALTERParams, forget, domains: np.ndarray, re
 def _warn_if_gate_misses_forget(facts: dict) -> None:
     """A gate off on most forget answers leaves the forget heads idle there: the run would forget little, and say
     nothing. Seen at a low fitting rate, where the calibration had to raise the thresholds far (docs/method.md, "The
-    lower fitting rate on held-out units")."""
-    recall = facts["forget_answer_recall"]
+    lower fitting rate on held-out units"), and after a complete fit on world 6, whose calibration items include a
+    retain author who shares a surname with a forget author (docs/method.md, "What stands in the way")."""
+    recall, fitted = facts["forget_answer_recall"], facts["forget_answer_recall_before_calibration"]
     if recall < 0.5:
+        cause = ("some of its held-out retain items score as high as the forget answers (e.g. another subject with "
+                 "the same first name or surname)" if fitted >= 0.5 else
+                 "check params.gate_fit_lr and gate_fit_steps (the detector may not have finished fitting)")
         print(f"alter: warning: the gate is on for {recall:.0%} of the forget answers it was fitted on "
-              f"({facts['forget_answer_recall_before_calibration']:.0%} before its calibration raised the thresholds "
-              f"by up to {max(facts['threshold_shift']):.3g}); the forget heads will act on few forget tokens. Check "
-              "params.gate_fit_lr and gate_fit_steps (the detector may not have finished fitting)", file=sys.stderr)
+              f"({fitted:.0%} before its calibration raised the thresholds by up to "
+              f"{max(facts['threshold_shift']):.3g}); the forget heads will act on few forget tokens: {cause}",
+              file=sys.stderr)
 
 
 def _chat_features(setup: Setup, params: ALTERParams, items: list[int], count: int, reads: int) -> list[np.ndarray]:
