@@ -769,7 +769,7 @@ def objective_on_a_batch(tiny_runs, small_world, random_alter_adapter, params: A
     entropies = {kind: [2 * torch.rand(len(item.input_ids), generator=generator) for item in items]
                  for kind, items in (("forget", forget), ("retain", retain))}
     gate_weights = {kind: [(torch.rand(len(item.input_ids), 2, generator=generator) > 0.5).numpy() for item in items]
-               for kind, items in (("forget", forget), ("retain", retain))}
+                    for kind, items in (("forget", forget), ("retain", retain))}
     objective = ALTERObjective(adapter, params, entropies, torch.tensor([0, 1] * 4), threshold=1.0,
                                gate_weights=gate_weights)
     return model, objective, UnlearnBatches(forget, retain, None, 4, 0, tokenizer.pad_token_id).batch(0, 0)
@@ -844,9 +844,9 @@ def test_content_routes_read_every_head_the_gate_switches_on_and_train_only_the_
     batch = {"forget": {"input_ids": ones, "attention_mask": ones},
              "retain": {"input_ids": ones[:1], "attention_mask": ones[:1]},
              "forget_index": torch.tensor([0, 1]), "retain_index": torch.tensor([0])}
-    gate_weights = {"forget": [np.array([[0, 0], [0, 1], [1, 1], [1, 1], [1, 1]], bool),   # own head 0 from position 2
-                          np.array([[0, 0], [0, 0], [0, 0], [0, 1], [0, 1]], bool)],  # own head 1 from position 3
-               "retain": [np.array([[0, 0], [0, 0], [0, 0], [0, 0], [1, 0]], bool)]}
+    gate_weights = {"forget": [np.array([[0, 0], [0, 1], [1, 1], [1, 1], [1, 1]], bool),  # own head 0 from position 2
+                               np.array([[0, 0], [0, 0], [0, 0], [0, 1], [0, 1]], bool)],  # own head 1 from position 3
+                    "retain": [np.array([[0, 0], [0, 0], [0, 0], [0, 0], [1, 0]], bool)]}
     entropies = {"forget": [torch.tensor([0.0, 0.0, 0.0, 2.0, 0.0]), torch.zeros(5)], "retain": [torch.zeros(5)]}
     objective = ALTERObjective(SimpleNamespace(config=SimpleNamespace(forget_heads=2)), ALTERParams(router="content"),
                                entropies, torch.tensor([0, 1]), threshold=1.0, gate_weights=gate_weights)

@@ -203,7 +203,7 @@ def run_bench(plan: BenchPlan) -> dict:
 
 def _write_bench(out: Path, about: dict, units: list[dict]) -> dict:
     """bench.json (every unit, the rows over held-out worlds and apart those of the tuning world) and bench.md. With
-    no held-out unit, `rows` are the tuning world's and there are no `tuning_rows`: one table, not the same one twice."""
+    no held-out unit, `rows` are the tuning world's and there are no `tuning_rows`: one table, not the same twice."""
     if about["suite"] == "tofu":
         _add_undone(units)
     suite = about["suite"]
