@@ -185,19 +185,19 @@ def _fit_gate(setup: Setup, params: ALTERParams, forget, domains: np.ndarray, re
     prompts = [item.prompt_length for item in setup.forget]
     hidden = setup.model.config.hidden_size
     if params.router == "content":
-        # The last fifth of the sample (contiguous rows: whole TOFU authors) is held out to calibrate the threshold.
-        cut = len(retain) - len(retain) // 5
+        fitted, held_out = _calibration_split(len(sample), params.gate_calibration, setup.seed)
         reads = _gate_reads(setup.model, params)
         # The fit's chats hold as many exchanges as its single items (its memory grows with the longest item);
         # the calibration's, one chat per held-out item.
-        fit_chats = _chat_features(setup, params, sample[:cut], cut // params.gate_chat_turns, reads) \
-            if params.gate_chats == "both" else []
-        held_out_chats = _chat_features(setup, params, sample[cut:], len(retain) - cut, reads) \
+        fit_chats = _chat_features(setup, params, [sample[i] for i in fitted],
+                                   len(fitted) // params.gate_chat_turns, reads) if params.gate_chats == "both" else []
+        held_out_chats = _chat_features(setup, params, [sample[i] for i in held_out], len(held_out), reads) \
             if params.gate_chats != "none" else []
         swaps = _name_swap_features(setup, reads) if params.gate_name_swaps else []
         gate = ContentGate(hidden, heads)
-        facts = fit_content_gate(gate, forget.features, prompts, domains, retain[:cut] + fit_chats + swaps,
-                                 setup.seed, retain[cut:] + held_out_chats, params.gate_false_fire,
+        facts = fit_content_gate(gate, forget.features, prompts, domains,
+                                 [retain[i] for i in fitted] + fit_chats + swaps, setup.seed,
+                                 [retain[i] for i in held_out] + held_out_chats, params.gate_false_fire,
                                  steps=params.gate_fit_steps, lr=params.gate_fit_lr, draws=params.gate_fit_draws)
         facts["chats"] = {"fit": len(fit_chats), "calibration": len(held_out_chats), "turns": params.gate_chat_turns}
         facts["name_swaps"] = len(swaps)
@@ -208,6 +208,20 @@ def _fit_gate(setup: Setup, params: ALTERParams, forget, domains: np.ndarray, re
         retain_means = [SharedRouter.running_mean(torch.as_tensor(f)[None], None)[0][0].numpy() for f in retain]
         facts = fit_shared_router(gate, means, prompts, domains, retain_means, setup.seed, params.null_output)
     return gate, {**facts, "retain_items": count, "kind": params.router}
+
+
+def _calibration_split(count: int, kind: str, seed: int) -> tuple[list[int], list[int]]:
+    """Positions in the gate's retain sample (sorted rows) that the detector is fitted on and that calibrate its
+    thresholds: a fifth held out. "subjects": the last fifth, contiguous rows (whole TOFU authors the fit never
+    sees, as holdout authors are unseen). "items": a seeded fifth drawn across the sample, so every subject's other
+    rows are among the fit's negatives: a retain author who shares a name part with a forget author, held out whole,
+    is never shown to the fit, and the calibration can then only silence the heads (world 6, docs/method.md)."""
+    if kind == "items":
+        held_out = sorted(np.random.default_rng([seed, count]).choice(count, count // 5, replace=False).tolist())
+    else:
+        held_out = list(range(count - count // 5, count))
+    chosen = set(held_out)
+    return [i for i in range(count) if i not in chosen], held_out
 
 
 def _warn_if_gate_misses_forget(facts: dict) -> None:
