@@ -217,7 +217,8 @@ def test_config_validation():
     assert AlterConfig.from_dict(AlterConfig(forget_heads=3).to_dict()) == AlterConfig(forget_heads=3)
     for bad, field in (({"gate_fit_lr": 0.0}, "gate_fit_lr"), ({"gate_fit_steps": 0}, "gate_fit_steps"),
                        ({"gate_chats": "all"}, "gate_chats"), ({"gate_chat_turns": 1}, "gate_chat_turns"),
-                       ({"gate_fit_draws": 0}, "gate_fit_draws")):
+                       ({"gate_fit_draws": 0}, "gate_fit_draws"),
+                       ({"gate_calibration": "items"}, "gate_calibration")):
         with pytest.raises(ValueError, match=field):
             ALTERParams(**bad)
 
@@ -407,6 +408,25 @@ def test_gate_calibration_bounds_the_share_of_held_out_items_that_fire_anywhere(
     with torch.no_grad():
         gate.detector.bias.sub_(shift)
     assert _fire_rate(gate, items) == pytest.approx(10 / 200)  # 5 items per head, disjoint
+
+
+def test_the_calibration_holds_out_whole_subjects_or_rows_across_them():
+    """A sample of 5 subjects x 20 contiguous rows, each row in 2 contexts (200 items): "subjects" holds out the last
+    subject whole, which the fit never sees; "rows" holds out a seeded fifth of the rows with both their contexts, from
+    every subject, and every subject keeps rows in the fit."""
+    from alter.methods.alter import _calibration_split
+
+    rows = [item // 2 for item in range(200)]
+    fitted, held_out = _calibration_split(rows, "subjects", seed=3)
+    assert (fitted, held_out) == (list(range(160)), list(range(160, 200)))
+    fitted, held_out = _calibration_split(rows, "rows", seed=3)
+    assert len(held_out) == 40 and sorted(fitted + held_out) == list(range(200))
+    row, subject = np.array(rows), np.array(rows) // 20
+    assert not set(row[held_out]) & set(row[fitted])  # a row's contexts are all on one side
+    assert set(subject[held_out]) == set(subject[fitted]) == set(range(5))
+    assert _calibration_split(rows, "rows", seed=3) == (fitted, held_out)
+    assert _calibration_split(rows, "rows", seed=4)[1] != held_out
+    assert _calibration_split([0, 0, 1, 2], "rows", seed=3) == ([0, 1, 2, 3], [])  # too few rows for a fifth
 
 
 def test_calibration_chats_chain_only_held_out_rows_in_the_chat_format(tiny_runs, monkeypatch):
@@ -666,7 +686,7 @@ def test_the_forget_loss_pushes_rows_above_their_floor_and_pulls_back_those_belo
 def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_runs, small_world):
     overrides = ["train.max_steps=1", "params.forget_heads=2", "params.gate_chats=both", "params.gate_chat_turns=3",
                  "params.gate_name_swaps=true", "params.gate_fit_steps=400", "params.gate_fit_lr=0.15",
-                 "params.gate_fit_draws=2"]
+                 "params.gate_fit_draws=2", "params.gate_calibration=rows"]
     _, _, _, _, plan, data = short_alter_run(tiny_runs, small_world, overrides)
     evaluation = {row["question"] for row in TofuData(str(small_world)).load("retain_perturbed")}
     few_shot = {row["question"] for row in

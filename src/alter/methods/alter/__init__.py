@@ -185,7 +185,8 @@ def _fit_gate(setup: Setup, params: ALTERParams, forget, domains: np.ndarray, re
     prompts = [item.prompt_length for item in setup.forget]
     hidden = setup.model.config.hidden_size
     if params.router == "content":
-        fitted, held_out = _calibration_split(len(sample), params.gate_calibration, setup.seed)
+        fitted, held_out = _calibration_split([item // setup.variants for item in sample], params.gate_calibration,
+                                              setup.seed)
         reads = _gate_reads(setup.model, params)
         # The fit's chats hold as many exchanges as its single items (its memory grows with the longest item);
         # the calibration's, one chat per held-out item.
@@ -210,18 +211,21 @@ def _fit_gate(setup: Setup, params: ALTERParams, forget, domains: np.ndarray, re
     return gate, {**facts, "retain_items": count, "kind": params.router}
 
 
-def _calibration_split(count: int, kind: str, seed: int) -> tuple[list[int], list[int]]:
-    """Positions in the gate's retain sample (sorted rows) that the detector is fitted on and that calibrate its
-    thresholds: a fifth held out. "subjects": the last fifth, contiguous rows (whole TOFU authors the fit never
-    sees, as holdout authors are unseen). "items": a seeded fifth drawn across the sample, so every subject's other
-    rows are among the fit's negatives: a retain author who shares a name part with a forget author, held out whole,
-    is never shown to the fit, and the calibration can then only silence the heads (world 6, docs/method.md)."""
-    if kind == "items":
-        held_out = sorted(np.random.default_rng([seed, count]).choice(count, count // 5, replace=False).tolist())
+def _calibration_split(rows: list[int], kind: str, seed: int) -> tuple[list[int], list[int]]:
+    """Positions in the gate's retain sample (items in row order; `rows`: each item's row, an item being a row in one
+    of its contexts) that the detector is fitted on and that calibrate its thresholds: a fifth held out. "subjects":
+    the last fifth, contiguous rows (whole TOFU authors the fit never sees, as holdout authors are unseen). "rows": a
+    seeded fifth of the rows, each in all its sampled contexts, drawn across the sample, so every subject's other rows
+    are among the fit's negatives: a retain author who shares a name part with a forget author, held out whole, is
+    never shown to the fit, and the calibration can then only silence the heads (world 6, docs/method.md)."""
+    if kind == "rows":
+        distinct = sorted(set(rows))
+        chosen = set(np.random.default_rng([seed, len(rows)]).permutation(distinct)[: len(distinct) // 5].tolist())
+        held_out = [i for i, row in enumerate(rows) if row in chosen]
     else:
-        held_out = list(range(count - count // 5, count))
-    chosen = set(held_out)
-    return [i for i in range(count) if i not in chosen], held_out
+        held_out = list(range(len(rows) - len(rows) // 5, len(rows)))
+    calibrating = set(held_out)
+    return [i for i in range(len(rows)) if i not in calibrating], held_out
 
 
 def _warn_if_gate_misses_forget(facts: dict) -> None:

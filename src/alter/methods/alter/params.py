@@ -59,7 +59,7 @@ class ALTERParams:
     gate_retain_items: int = 2000  # at most this many retain items (never the evaluation's) fit the gate
     gate_false_fire: float = 0.01  # 'content': thresholds set so at most this share of held-out retain items fire
     gate_calibration: str = "subjects"  # 'content': the held-out fifth is the sample's last rows (whole TOFU
-    # subjects, unseen by the fit) or "items" drawn across the sample (every subject's other rows are negatives)
+    # subjects, unseen by the fit) or "rows" drawn across the sample (every subject's other rows are negatives)
     gate_chats: str = "none"  # 'content': retain chats in the gate's "calibration", or in its fit too ("both")
     gate_chat_turns: int = 4  # exchanges per chat
     gate_name_swaps: bool = False  # 'content': forget rows with another first name or surname among the fit's negatives
@@ -88,8 +88,9 @@ class ALTERParams:
                              f"got {self.router_training!r}")
         if self.gate_chats not in ("none", "calibration", "both"):
             raise ValueError(f"params.gate_chats: expected 'none', 'calibration' or 'both', got {self.gate_chats!r}")
-        if self.gate_calibration not in ("subjects", "items"):
-            raise ValueError(f"params.gate_calibration: expected 'subjects' or 'items', got {self.gate_calibration!r}")
+        if self.gate_calibration not in ("subjects", "rows"):
+            raise ValueError(f"params.gate_calibration: expected 'subjects' or 'rows', "
+                             f"got {self.gate_calibration!r}")
         if self.gate_fit_lr <= 0 or self.gate_fit_steps < 1:
             raise ValueError(f"params.gate_fit_lr / gate_fit_steps: expected a positive rate and at least one step, got "
                              f"{self.gate_fit_lr} / {self.gate_fit_steps}")
