@@ -1,6 +1,7 @@
 """The bench: every method from one target, evaluation against the retain model, resumable, a shared model cache,
 several worlds and seeds with intervals, and a report whose numbers are bench.json's."""
 
+import html
 import json
 import re
 import subprocess
@@ -118,6 +119,9 @@ def test_several_worlds_and_seeds_give_means_and_intervals(tmp_path):
     assert tuning["rows"] == bench["rows"] and tuning["tuning_rows"] is None and tuning["tuning_paired"] is None
     text = (tmp_path / "tuning" / "bench.md").read_text()
     assert text.count("### ") == 1 and "### tuning world (seed 0)" in text and "held-out" not in text
+    alter("report", tmp_path / "tuning")
+    page = html.unescape((tmp_path / "tuning" / "report.html").read_text())
+    assert "means over the tuning world's units and seeds" in page and "held-out worlds" not in page
 
 
 def test_bench_refuses_a_forget_split_absent_from_the_data(tmp_path):

@@ -115,7 +115,8 @@ def _bench_data(run_dir: Path) -> ReportData:
         if after is not None:
             data.views.extend(_views_from_logs(name, before, after))
     if worlds > 1 or len(bench["seeds"]) > 1:
-        data.notes.append("Values are means over the held-out worlds and seeds; bench.md has the 95% intervals. "
+        over = "the tuning world's units" if all(w["tuning"] for w in bench["worlds"]) else "the held-out worlds"
+        data.notes.append(f"Values are means over {over} and seeds; bench.md has the 95% intervals. "
                           "Token views and curves are of the first world and seed.")
     return data
 
