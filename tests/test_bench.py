@@ -112,8 +112,9 @@ def test_several_worlds_and_seeds_give_means_and_intervals(tmp_path):
     refused = alter("bench", "collect", tmp_path / "alone.json", "--out", tmp_path / "bad", check=False)
     assert refused.returncode != 0 and "needs a 'target' and a 'retain' entry" in refused.stderr
     assert not (tmp_path / "bad").exists()
-    # every unit from the tuning world: one table under that name, not the same rows twice
-    (tmp_path / "tuning.json").write_text(json.dumps([{**unit, "tuning": True} for unit in listing]))
+    # every unit from the tuning world: one table under that name, not the same rows twice; marking the runs alone
+    # marks their worlds' target and retain models too
+    (tmp_path / "tuning.json").write_text(json.dumps([{**unit, "tuning": unit["run"] == "npo"} for unit in listing]))
     alter("bench", "collect", tmp_path / "tuning.json", "--out", tmp_path / "tuning")
     tuning = json.loads((tmp_path / "tuning" / "bench.json").read_text())
     assert tuning["rows"] == bench["rows"] and tuning["tuning_rows"] is None and tuning["tuning_paired"] is None

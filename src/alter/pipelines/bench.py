@@ -226,7 +226,7 @@ def collect_bench(listing: list[dict], out: Path) -> dict:
     """TOFU's bench.json and bench.md over runs made outside one bench (`alter unlearn` and `alter eval tofu`, e.g. a
     new default beside earlier benches' baselines), computed as a bench computes them. Each entry names its world,
     run, run_dir (the run's or model's folder, with manifest.json), eval_dir, and optionally seed and tuning (true for
-    the tuning world); each world needs a `target` and a `retain` entry (the retain model against its own log)."""
+    the tuning world; on any one entry of a world it marks the whole world); each world needs a `target` and a `retain` entry (the retain model against its own log)."""
     suite = get_suite("tofu")
     units, manifests = [], {"target": [], "runs": []}
     for number, entry in enumerate(listing, 1):
@@ -249,11 +249,14 @@ def collect_bench(listing: list[dict], out: Path) -> dict:
     for world, mine in worlds.items():
         if not {"target", "retain"} <= {unit["run"] for unit in mine}:
             raise UserError(f"world {world}: needs a 'target' and a 'retain' entry")
+        tuning = any(unit["tuning"] for unit in mine)  # one entry marks the whole world, its references included
+        for unit in mine:
+            unit["tuning"] = tuning
     about = {"suite": "tofu", "collected": listing,
              "model": _named_once(m.get("model") for m in manifests["target"]),
              "forget_split": _named_once(m.get("forget_split") for m in manifests["runs"]),
              "seeds": sorted({unit["seed"] for unit in units if unit["seed"] is not None}),
-             "worlds": [{"name": world, "tuning": any(unit["tuning"] for unit in mine)} for world, mine in worlds.items()]}
+             "worlds": [{"name": world, "tuning": mine[0]["tuning"]} for world, mine in worlds.items()]}
     return _write_bench(out, about, units)
 
 
