@@ -226,7 +226,8 @@ def collect_bench(listing: list[dict], out: Path) -> dict:
     """TOFU's bench.json and bench.md over runs made outside one bench (`alter unlearn` and `alter eval tofu`, e.g. a
     new default beside earlier benches' baselines), computed as a bench computes them. Each entry names its world,
     run, run_dir (the run's or model's folder, with manifest.json), eval_dir, and optionally seed and tuning (true for
-    the tuning world; on any one entry of a world it marks the whole world); each world needs a `target` and a `retain` entry (the retain model against its own log)."""
+    the tuning world; on any one entry of a world it marks the whole world); each world needs a `target` and a
+    `retain` entry (the retain model against its own log)."""
     suite = get_suite("tofu")
     units, manifests = [], {"target": [], "runs": []}
     for number, entry in enumerate(listing, 1):
