@@ -47,7 +47,8 @@ def add_parser(commands) -> None:
         description="Rows, undone and intervals of runs made outside one bench, computed as `alter bench tofu` "
                     "computes them: for instance a changed default on the worlds of earlier benches, beside their "
                     "baselines. LISTING is a JSON list of {world, run, run_dir, eval_dir[, seed, tuning]}; every world "
-                    "needs a 'target' and a 'retain' entry.")
+                    "needs a 'target' and a 'retain' entry; tuning: true on any entry of a world makes it the "
+                    "tuning world, shown apart.")
     collect.add_argument("listing", help="JSON file: the runs to collect")
     collect.add_argument("--out", required=True, help="folder for bench.json and bench.md")
     collect.set_defaults(run=run_collect)
