@@ -66,12 +66,17 @@ def content_gate_targets(forget_lengths: list[tuple[int, int]], domains: np.ndar
 def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts: list[int], domains: np.ndarray,
                      retain: list[np.ndarray], seed: int, calibration: list[np.ndarray] | None = None,
                      false_fire: float = 0.01, steps: int = 500, lr: float = 0.1, weight_decay: float = 1e-4,
-                     draws: int = 1) -> dict:
+                     draws: int = 1, hard_negative_refits: int = 0) -> dict:
     """Fit `gate.detector` in place on per-item hidden states ([tokens, hidden] each); return fit statistics.
 
     `draws` > 1: that many fits from different initialisations (seeds `seed`, `seed` + 1, ...), their detectors
     averaged (a linear detector again). Each fit's outcome is a draw: at the shipped rate it amplifies rounding, and
     where each draw misfires differs more than where it finds the forget subjects (docs/method.md).
+    `hard_negative_refits` > 0: after a fit, every retain item of the fit on which a head switches on (a hard
+    negative) weighs for that head as much as one forget item of its sub-domain, and the detector is fitted again,
+    that many times. Balanced per position, a forget subject's answers outweigh a look-alike's items some thirtyfold,
+    and the running max sends their gradient to one position: a fit could settle on a first name it shares with a
+    retain subject (docs/method.md, "Shared name parts").
     With `calibration` (retain items held out of the fit, e.g. other authors), each head's threshold is then raised
     until at most `false_fire` of those items switch a head on anywhere: the fit's in-sample negatives say little
     about text it never saw."""
@@ -89,25 +94,56 @@ def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts
         width = max(lengths[row] for row in rows)
         x = _padded([arrays[row] for row in rows], width).sub_(mean).div_(std)  # in place: x is the largest thing held
         mask = torch.arange(width)[None] < torch.as_tensor([lengths[row] for row in rows])[:, None]
-        index = torch.as_tensor(rows)
-        buckets.append((rows, x, mask, targets[index, :width], known[index, :width], weights[index, :width]))
-    fits = [_fit_detector(buckets, len(mean), heads, weights.sum(), seed + draw, steps, lr, weight_decay)
-            for draw in range(draws)]
-    loss = sum(final for _, final in fits) / draws
-    with torch.no_grad():  # average the draws, and fold the standardisation into the detector
-        weight = torch.stack([detector.weight for detector, _ in fits]).mean(0) / std
-        gate.detector.weight.copy_(weight)
-        gate.detector.bias.copy_(torch.stack([detector.bias for detector, _ in fits]).mean(0) - weight @ mean)
+        buckets.append((rows, x, mask, targets[torch.as_tensor(rows), :width], known[torch.as_tensor(rows), :width]))
+    hard_negatives = []
+    for refit in range(hard_negative_refits + 1):
+        if refit:
+            weights = _weigh_hard_negatives(weights, targets, len(forget), firing)
+        loss = _fit_draws(gate, buckets, weights, mean, std, seed, draws, steps, lr, weight_decay)
+        with torch.no_grad():
+            firing = _item_maxima(gate, retain) > 0 if retain else torch.zeros(0, heads, dtype=torch.bool)
+        hard_negatives.append(int(firing.any(-1).sum()))
+    with torch.no_grad():
         recall_fitted, _ = _fit_rates(gate, buckets, mean, std, len(forget))
         shift = _calibration_shift(gate, calibration, false_fire) if calibration else torch.zeros(heads)
         gate.detector.bias.sub_(shift)
         recall, retain_fire_rate = _fit_rates(gate, buckets, mean, std, len(forget))
     facts = {"loss": loss, "forget_answer_recall": recall, "forget_answer_recall_before_calibration": recall_fitted,
              "retain_fire_rate": retain_fire_rate, "items": {"forget": len(forget), "retain": len(retain)},
-             "steps": steps, "lr": lr, "draws": draws, "threshold_shift": shift.tolist()}
+             "steps": steps, "lr": lr, "draws": draws, "threshold_shift": shift.tolist(),
+             "hard_negatives": hard_negatives}
     if calibration:
         facts["calibration"] = {"items": len(calibration), "fire_rate": _fire_rate(gate, calibration)}
     return facts
+
+
+def _weigh_hard_negatives(weights: torch.Tensor, targets: torch.Tensor, forget_count: int,
+                          firing: torch.Tensor) -> torch.Tensor:
+    """`weights` with each retain item on which head d fired (`firing` [retain items, N]) weighing, for head d, as
+    much in all as the mean forget item of sub-domain d; its positions share that weight equally."""
+    weights = weights.clone()
+    positive = weights[:forget_count] * targets[:forget_count]
+    own_items = (positive.sum(1) > 0).sum(0).clamp_min(1)  # forget items per head
+    per_item = positive.sum((0, 1)) / own_items
+    retain = weights[forget_count:]  # a view: setting it sets `weights`
+    items, heads = firing.nonzero(as_tuple=True)
+    real = (retain[items, :, heads] > 0).float()  # [hard negatives, width]; set, not compounded over refits
+    retain[items, :, heads] = real * (per_item[heads] / real.sum(1).clamp_min(1))[:, None]
+    return weights
+
+
+def _fit_draws(gate: ContentGate, buckets: list, weights: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+               seed: int, draws: int, steps: int, lr: float, weight_decay: float) -> float:
+    """Fit `draws` detectors under `weights` and set `gate.detector` to their average, the standardisation folded in;
+    the draws' mean final loss."""
+    weighted = [(x, mask, target, weights[torch.as_tensor(rows), : x.shape[1]]) for rows, x, mask, target, _ in buckets]
+    fits = [_fit_detector(weighted, len(mean), gate.detector.out_features, weights.sum(), seed + draw, steps, lr,
+                          weight_decay) for draw in range(draws)]
+    with torch.no_grad():
+        weight = torch.stack([detector.weight for detector, _ in fits]).mean(0) / std
+        gate.detector.weight.copy_(weight)
+        gate.detector.bias.copy_(torch.stack([detector.bias for detector, _ in fits]).mean(0) - weight @ mean)
+    return sum(final for _, final in fits) / draws
 
 
 def _fit_detector(buckets: list, features: int, heads: int, total_weight: torch.Tensor, seed: int, steps: int,
@@ -122,7 +158,7 @@ def _fit_detector(buckets: list, features: int, heads: int, total_weight: torch.
     for _ in range(steps):
         optimizer.zero_grad()
         loss = 0.0
-        for _, x, mask, target, _, item_weights in buckets:  # the gradient of the whole sum, a bucket at a time
+        for x, mask, target, item_weights in buckets:  # the gradient of the whole sum, a bucket at a time
             scores = detector(x).masked_fill(~mask[..., None], float("-inf"))
             pooled = scores.cummax(dim=1).values.clamp_min(-30.0)  # padding sits after each item's tokens
             part = F.binary_cross_entropy_with_logits(pooled, target, weight=item_weights, reduction="sum")
@@ -137,7 +173,7 @@ def _fit_rates(gate: ContentGate, buckets: list, mean: torch.Tensor, std: torch.
     """Share of the fit's forget answer positions where the item's own head is on, and of its retain positions where
     any head is on."""
     recalled, answers, retain_fired, retain_positions = 0, 0, 0, 0
-    for rows, x, mask, target, seen, _ in buckets:
+    for rows, x, mask, target, seen in buckets:
         fired = gate.pooled_scores(x * std + mean, mask) > 0
         answer = (target > 0) & (seen > 0)
         recalled, answers = recalled + int(fired[answer].sum()), answers + int(answer.sum())
