@@ -22,7 +22,8 @@ from alter.evaluation.scoring import score_answers
 from alter.evaluation.suites.tofu import _few_shot_rows
 from alter.evaluation.suites.tofu import splits as tofu_splits
 from alter.methods import get_method
-from alter.methods.alter.gate_fit import content_gate_targets, fit_content_gate, fit_shared_router
+from alter.methods.alter.gate_fit import (_weigh_hard_negatives, content_gate_targets, fit_content_gate,
+                                         fit_shared_router)
 from alter.methods.alter.objective import ALTERObjective, joined_batch, row_spans
 from alter.methods.alter.params import ALTERParams, paper_overrides
 from alter.methods.alter.subdomains import agreement_with_groups
@@ -218,7 +219,8 @@ def test_config_validation():
     for bad, field in (({"gate_fit_lr": 0.0}, "gate_fit_lr"), ({"gate_fit_steps": 0}, "gate_fit_steps"),
                        ({"gate_chats": "all"}, "gate_chats"), ({"gate_chat_turns": 1}, "gate_chat_turns"),
                        ({"gate_fit_draws": 0}, "gate_fit_draws"),
-                       ({"gate_calibration": "items"}, "gate_calibration")):
+                       ({"gate_calibration": "items"}, "gate_calibration"),
+                       ({"gate_hard_negative_refits": -1}, "gate_hard_negative_refits")):
         with pytest.raises(ValueError, match=field):
             ALTERParams(**bad)
 
@@ -448,6 +450,47 @@ def test_calibration_chats_chain_only_held_out_rows_in_the_chat_format(tiny_runs
     assert all(chat in candidates for chat in chats)
     assert len({tuple(chat.input_ids) for chat in chats}) > 1
     assert alter_method._chat_features(setup, ALTERParams(gate_chat_turns=5), calibration_items, 5, 2) == []
+
+
+def test_a_hard_negative_weighs_for_its_head_as_much_as_a_forget_item_of_that_head():
+    """By hand: forget items of 4 tokens (prompt 2, so 3 answer positions from position 1) for heads 0 and 1, retain
+    items of 3 and 2 tokens. Per head 5 negative positions against 3 positive: 5/3 per positive position, 5 per
+    forget item. Retain item 0 fired on head 1: its 3 positions then weigh 5/3 each for head 1, head 0 untouched,
+    as is retain item 1; weighing the weighed again changes nothing (no compounding)."""
+    targets, known = content_gate_targets([(4, 2), (4, 2)], np.array([0, 1]), [3, 2], heads=2, width=4)
+    weights = known * torch.where(targets > 0, 5 / 3, 1.0)
+    firing = torch.tensor([[False, True], [False, False]])
+    weighed = _weigh_hard_negatives(weights, targets, 2, firing)
+    third = 5 / 3
+    assert torch.allclose(weighed[2, :, 1], torch.tensor([third, third, third, 0.0]))
+    assert torch.equal(weighed[2, :, 0], weights[2, :, 0]) and torch.equal(weighed[3], weights[3])
+    assert torch.equal(weighed[:2], weights[:2])
+    assert torch.equal(_weigh_hard_negatives(weighed, targets, 2, firing), weighed)
+
+
+def test_hard_negative_refits_weigh_every_item_fired_on_so_far_and_record_each_fits_count(monkeypatch):
+    """A crude fit (5 steps) fires on many retain items. Each refit weighs up every (item, head) an earlier fit fired
+    on (the set only grows), the first refit exactly the first fit's; each fit's count is recorded, the last one that
+    of the gate as fitted (no calibration here), counted independently."""
+    from alter.methods.alter import gate_fit
+
+    hard_sets = []
+
+    def recording(weights, targets, forget_count, firing):
+        hard_sets.append(firing.clone())
+        return _weigh_hard_negatives(weights, targets, forget_count, firing)
+
+    monkeypatch.setattr(gate_fit, "_weigh_hard_negatives", recording)
+    rng = np.random.default_rng(0)
+    forget = [rng.normal(loc=0.5, size=(6, 4)).astype(np.float32) for _ in range(6)]
+    retain = [rng.normal(loc=0.0, size=(6, 4)).astype(np.float32) for _ in range(12)]
+    gate = ContentGate(4, 1)
+    facts = fit_content_gate(gate, forget, [3] * 6, np.zeros(6, int), retain, seed=0, steps=5, hard_negative_refits=2)
+    assert len(facts["hard_negatives"]) == 3 and len(hard_sets) == 2
+    assert int(hard_sets[0].sum()) == facts["hard_negatives"][0] > 0
+    assert (hard_sets[1] >= hard_sets[0]).all()
+    fired = ContentGate.running_max(gate.scores(torch.as_tensor(np.stack(retain)), None), None)[:, -1, 0] > 0
+    assert facts["hard_negatives"][-1] == int(fired.sum())
 
 
 def test_content_gate_targets_leave_the_own_heads_prompt_and_the_other_heads_free():
@@ -686,7 +729,7 @@ def test_the_forget_loss_pushes_rows_above_their_floor_and_pulls_back_those_belo
 def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_runs, small_world):
     overrides = ["train.max_steps=1", "params.forget_heads=2", "params.gate_chats=both", "params.gate_chat_turns=3",
                  "params.gate_name_swaps=true", "params.gate_fit_steps=400", "params.gate_fit_lr=0.15",
-                 "params.gate_fit_draws=2", "params.gate_calibration=rows"]
+                 "params.gate_fit_draws=2", "params.gate_calibration=rows", "params.gate_hard_negative_refits=1"]
     _, _, _, _, plan, data = short_alter_run(tiny_runs, small_world, overrides)
     evaluation = {row["question"] for row in TofuData(str(small_world)).load("retain_perturbed")}
     few_shot = {row["question"] for row in
@@ -697,7 +740,7 @@ def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_ru
     assert len(fitted) == len(data.retain) - len(evaluation) - FEW_SHOT_TURNS
     gate = plan.facts["alter"]["gate"]
     assert gate["retain_items"] == min(len(data.fit_retain), 2000)
-    assert (gate["steps"], gate["lr"], gate["draws"]) == (400, 0.15, 2)
+    assert (gate["steps"], gate["lr"], gate["draws"]) == (400, 0.15, 2) and len(gate["hard_negatives"]) == 2
     # the threshold is calibrated on held-out retain items: it fires on at most 1% of their positions there
     assert gate["calibration"]["items"] > 0 and gate["calibration"]["fire_rate"] <= 0.011
     # as many chats of 3 held-out exchanges as single held-out items, calibrated together; the fit's chats hold as

@@ -72,11 +72,12 @@ def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts
     `draws` > 1: that many fits from different initialisations (seeds `seed`, `seed` + 1, ...), their detectors
     averaged (a linear detector again). Each fit's outcome is a draw: at the shipped rate it amplifies rounding, and
     where each draw misfires differs more than where it finds the forget subjects (docs/method.md).
-    `hard_negative_refits` > 0: after a fit, every retain item of the fit on which a head switches on (a hard
-    negative) weighs for that head as much as one forget item of its sub-domain, and the detector is fitted again,
-    that many times. Balanced per position, a forget subject's answers outweigh a look-alike's items some thirtyfold,
-    and the running max sends their gradient to one position: a fit could settle on a first name it shares with a
-    retain subject (docs/method.md, "Shared name parts").
+    `hard_negative_refits` > 0: after a fit, every retain item of the fit on which a head switched on in this or an
+    earlier fit (a hard negative) weighs for that head as much as one forget item of its sub-domain, and the detector
+    is fitted again, that many times. Balanced per position, each forget answer position weighs as much as all
+    negative positions over all positive ones (many), and the running max sends a forget item's gradient to its
+    highest position: the fit could settle on a first name that a retain subject shares, firing on that subject's
+    items as the price (world 7, docs/method.md, "Hard negatives").
     With `calibration` (retain items held out of the fit, e.g. other authors), each head's threshold is then raised
     until at most `false_fire` of those items switch a head on anywhere: the fit's in-sample negatives say little
     about text it never saw."""
@@ -95,13 +96,14 @@ def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts
         x = _padded([arrays[row] for row in rows], width).sub_(mean).div_(std)  # in place: x is the largest thing held
         mask = torch.arange(width)[None] < torch.as_tensor([lengths[row] for row in rows])[:, None]
         buckets.append((rows, x, mask, targets[torch.as_tensor(rows), :width], known[torch.as_tensor(rows), :width]))
+    hard = torch.zeros(len(retain), heads, dtype=torch.bool)  # every (item, head) any fit so far fired on
     hard_negatives = []
     for refit in range(hard_negative_refits + 1):
-        if refit:
-            weights = _weigh_hard_negatives(weights, targets, len(forget), firing)
-        loss = _fit_draws(gate, buckets, weights, mean, std, seed, draws, steps, lr, weight_decay)
+        fit_weights = _weigh_hard_negatives(weights, targets, len(forget), hard) if refit else weights
+        loss = _fit_draws(gate, buckets, fit_weights, mean, std, seed, draws, steps, lr, weight_decay)
         with torch.no_grad():
-            firing = _item_maxima(gate, retain) > 0 if retain else torch.zeros(0, heads, dtype=torch.bool)
+            firing = _item_maxima(gate, retain) > 0 if retain else hard
+        hard |= firing
         hard_negatives.append(int(firing.any(-1).sum()))
     with torch.no_grad():
         recall_fitted, _ = _fit_rates(gate, buckets, mean, std, len(forget))
@@ -119,15 +121,16 @@ def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts
 
 def _weigh_hard_negatives(weights: torch.Tensor, targets: torch.Tensor, forget_count: int,
                           firing: torch.Tensor) -> torch.Tensor:
-    """`weights` with each retain item on which head d fired (`firing` [retain items, N]) weighing, for head d, as
-    much in all as the mean forget item of sub-domain d; its positions share that weight equally."""
+    """`weights` (balanced per position, before any refit) with each retain item on which head d fired (`firing`
+    [retain items, N]) weighing, for head d, as much in all as the mean forget item of sub-domain d; its positions
+    share that weight equally."""
     weights = weights.clone()
     positive = weights[:forget_count] * targets[:forget_count]
     own_items = (positive.sum(1) > 0).sum(0).clamp_min(1)  # forget items per head
     per_item = positive.sum((0, 1)) / own_items
     retain = weights[forget_count:]  # a view: setting it sets `weights`
     items, heads = firing.nonzero(as_tuple=True)
-    real = (retain[items, :, heads] > 0).float()  # [hard negatives, width]; set, not compounded over refits
+    real = (retain[items, :, heads] > 0).float()  # [hard negatives, width]
     retain[items, :, heads] = real * (per_item[heads] / real.sum(1).clamp_min(1))[:, None]
     return weights
 

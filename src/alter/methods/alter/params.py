@@ -66,7 +66,7 @@ class ALTERParams:
     gate_fit_lr: float = 0.1  # 'content': the detector's Adam rate; at 0.1 its fit amplifies rounding (docs/method.md)
     gate_fit_steps: int = 500  # 'content': full-batch Adam steps of the detector's fit
     gate_fit_draws: int = 1  # 'content': fits from this many initialisations, their detectors averaged
-    gate_hard_negative_refits: int = 0  # 'content': refits with the retain items a fit fired on weighed up (gate_fit.py)
+    gate_hard_negative_refits: int = 0  # 'content': refits, the retain items a fit fired on weighed up (gate_fit.py)
     extend: str = ""  # an earlier ALTER adapter (folder) on this model: add this forget set to it as a new request
 
     def __post_init__(self):
@@ -96,7 +96,8 @@ class ALTERParams:
             raise ValueError(f"params.gate_fit_lr / gate_fit_steps: expected a positive rate and at least one step, got "
                              f"{self.gate_fit_lr} / {self.gate_fit_steps}")
         if self.gate_hard_negative_refits < 0:
-            raise ValueError(f"params.gate_hard_negative_refits: expected 0 or more, got {self.gate_hard_negative_refits}")
+            raise ValueError(f"params.gate_hard_negative_refits: expected 0 or more, "
+                             f"got {self.gate_hard_negative_refits}")
         if self.gate_fit_draws < 1:
             raise ValueError(f"params.gate_fit_draws: expected at least one fit, got {self.gate_fit_draws}")
         if self.gate_chat_turns < 2:
