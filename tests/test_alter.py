@@ -470,17 +470,24 @@ def test_a_hard_negative_weighs_for_its_head_as_much_as_a_forget_item_of_that_he
 
 def test_hard_negative_refits_weigh_every_item_fired_on_so_far_and_record_each_fits_count(monkeypatch):
     """A crude fit (5 steps) fires on many retain items. Each refit weighs up every (item, head) an earlier fit fired
-    on (the set only grows), the first refit exactly the first fit's; each fit's count is recorded, the last one that
-    of the gate as fitted (no calibration here), counted independently."""
+    on (the set only grows), the first refit exactly the first fit's, and each refit is fitted under those weights;
+    each fit's count is recorded, the last one that of the gate as fitted (no calibration here), counted independently."""
     from alter.methods.alter import gate_fit
 
-    hard_sets = []
+    hard_sets, weighed, fitted_under = [], [], []
 
     def recording(weights, targets, forget_count, firing):
         hard_sets.append(firing.clone())
-        return _weigh_hard_negatives(weights, targets, forget_count, firing)
+        weighed.append(_weigh_hard_negatives(weights, targets, forget_count, firing))
+        return weighed[-1]
 
+    def fit_recording(gate, buckets, weights, *rest):
+        fitted_under.append(weights)
+        return fit_draws(gate, buckets, weights, *rest)
+
+    fit_draws = gate_fit._fit_draws
     monkeypatch.setattr(gate_fit, "_weigh_hard_negatives", recording)
+    monkeypatch.setattr(gate_fit, "_fit_draws", fit_recording)
     rng = np.random.default_rng(0)
     forget = [rng.normal(loc=0.5, size=(6, 4)).astype(np.float32) for _ in range(6)]
     retain = [rng.normal(loc=0.0, size=(6, 4)).astype(np.float32) for _ in range(12)]
@@ -489,6 +496,8 @@ def test_hard_negative_refits_weigh_every_item_fired_on_so_far_and_record_each_f
     assert len(facts["hard_negatives"]) == 3 and len(hard_sets) == 2
     assert int(hard_sets[0].sum()) == facts["hard_negatives"][0] > 0
     assert (hard_sets[1] >= hard_sets[0]).all()
+    assert len(fitted_under) == 3 and all(torch.equal(a, b) for a, b in zip(fitted_under[1:], weighed))
+    assert not torch.equal(fitted_under[1], fitted_under[0])  # the refit's weights differ from the balanced ones
     fired = ContentGate.running_max(gate.scores(torch.as_tensor(np.stack(retain)), None), None)[:, -1, 0] > 0
     assert facts["hard_negatives"][-1] == int(fired.sum())
 
