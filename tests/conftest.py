@@ -87,3 +87,18 @@ def random_alter_adapter():
         return adapter
 
     return make
+
+
+@pytest.fixture(scope="session")
+def trimmed():
+    """Trims each part of a training batch (its dict values) to the longest of its rows: the batch as it was
+    before widths were rounded up to `WIDTH_MULTIPLE`."""
+
+    def trim(batch: dict) -> dict:
+        def part(rows: dict) -> dict:
+            width = int(rows["attention_mask"].sum(1).max())
+            return {key: value[:, :width] for key, value in rows.items()}
+
+        return {key: part(value) if isinstance(value, dict) else value for key, value in batch.items()}
+
+    return trim

@@ -10,7 +10,7 @@ from alter.adapters.config import AlterConfig
 from alter.adapters.gates import ContentGate, SharedRouter
 from alter.adapters.layer import AlterLayer, Routing, RoutingSlot, route_weights
 from alter.adapters.model import AlterModel
-from alter.data.batching import UnlearnBatches, collate
+from alter.data.batching import WIDTH_MULTIPLE, UnlearnBatches, collate
 from alter.data.formatting import encode_qa
 from alter.data.sources import from_tofu
 from alter.data.splits import FEW_SHOT_TURNS
@@ -835,7 +835,8 @@ def objective_on_a_batch(tiny_runs, small_world, random_alter_adapter, params: A
     model, tokenizer = fresh_target(tiny_runs)
     adapter = random_alter_adapter(model, seed=1, router=params.router)
     data = TofuData(str(small_world))
-    encode = lambda rows: [encode_qa(tokenizer, r["question"], r["answer"]) for r in rows]  # noqa: E731
+    preamble = "Answer the following question about the author in one sentence, please. "  # prompts past 16 tokens
+    encode = lambda rows: [encode_qa(tokenizer, preamble + r["question"], r["answer"]) for r in rows]  # noqa: E731
     forget, retain = encode(data.load("forget10")[:8]), encode(data.load("retain90"))
     generator = torch.Generator().manual_seed(0)
     entropies = {kind: [2 * torch.rand(len(item.input_ids), generator=generator) for item in items]
@@ -867,6 +868,21 @@ def test_losses_read_the_same_positions_when_the_output_layer_skips_prompts(rout
     every_position = losses()
     assert skipping == pytest.approx(every_position, rel=1e-5, abs=1e-6)
     assert skipping[2] > 1e-4  # the retain loss: NLL, or KL from the target, which the random heads move away from
+
+
+@pytest.mark.parametrize("router", ROUTERS)
+def test_alters_losses_are_the_same_on_batches_padded_to_the_width_multiple(router, tiny_runs, small_world,
+                                                                            random_alter_adapter, trimmed):
+    params = ALTERParams(router=router, retain_loss="kl")
+    model, objective, padded = objective_on_a_batch(tiny_runs, small_world, random_alter_adapter, params)
+    parts = ("forget", "retain")
+    assert all(padded[key]["input_ids"].shape[1] % WIDTH_MULTIPLE == 0 for key in parts)
+    batch = trimmed(padded)
+    assert any(batch[key]["input_ids"].shape[1] < padded[key]["input_ids"].shape[1] for key in parts)
+    with torch.no_grad():
+        losses = [[objective.phase1(model, each)[0].item(), *objective.phase2(model, each)[1].values()]
+                  for each in (padded, batch)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5, abs=1e-6)
 
 
 @pytest.mark.parametrize("forget_loss", ["hinge", "npo"])

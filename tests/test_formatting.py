@@ -48,3 +48,16 @@ def test_collate_pads_by_length_on_either_side(tiny_pair):
     assert left["attention_mask"][0].tolist() == [0] * (len(long.input_ids) - n) + [1] * n
     assert right["input_ids"][0, :n].tolist() == short.input_ids == left["input_ids"][0, -n:].tolist()
     assert (right["labels"][0, n:] == IGNORE_INDEX).all()
+
+
+def test_collate_rounds_the_width_up_to_a_multiple_and_masks_the_extra_columns(tiny_pair):
+    _, tokenizer = tiny_pair
+    short, long = encode_qa(tokenizer, "Q?", "A."), encode_qa(tokenizer, "A longer question?", "A longer answer.")
+    width = len(long.input_ids)
+    for multiple, expected in ((1, width), (16, -(-width // 16) * 16), (width, width), (width + 1, width + 1)):
+        batch = collate([short, long], tokenizer.pad_token_id, multiple=multiple)
+        assert batch["input_ids"].shape == (2, expected)
+        assert batch["attention_mask"].sum(1).tolist() == [len(short.input_ids), width]
+        assert (batch["labels"][:, width:] == IGNORE_INDEX).all()
+        assert (batch["input_ids"][1, width:] == tokenizer.pad_token_id).all()
+        assert batch["labels"][1, :width].tolist() == long.labels

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from alter.data.batching import UnlearnBatches, collate
+from alter.data.batching import WIDTH_MULTIPLE, UnlearnBatches, collate
 from alter.data.formatting import EncodedQA, encode_qa
 from alter.data.tofu import TofuData
 from alter.errors import UserError
@@ -205,6 +205,25 @@ def test_two_steps_move_the_forget_loss_the_intended_way(name, tiny_runs, small_
     assert (after > before) if up else (after < before), (before, after)
 
 
+@pytest.mark.parametrize("name", LOSS_METHODS)
+def test_each_loss_is_the_same_on_batches_padded_to_the_width_multiple(name, tiny_runs, small_world,
+                                                                       trimmed):
+    method = get_method(name)
+    model, source = tiny_batches(tiny_runs, small_world)
+    reference = Reference(model, adapter_based=False)
+    padded = source.batch(0, 0)
+    parts = [key for key, value in padded.items() if isinstance(value, dict)]
+    assert all(padded[key]["input_ids"].shape[1] % WIDTH_MULTIPLE == 0 for key in parts)
+    batch = trimmed(padded)
+    assert any(batch[key]["input_ids"].shape[1] < padded[key]["input_ids"].shape[1] for key in parts)
+    losses = []
+    with torch.no_grad():
+        for each in (padded, batch):
+            torch.manual_seed(0)
+            losses.append(loss_of(name)(model, each, method.params(), reference)[0].item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5, abs=1e-6)
+
+
 def test_canonical_rmu_trains_only_the_mlp_output_projections_up_to_the_steered_layer(tiny_runs, small_world):
     from alter.methods.base import LoraChoice, Setup
     from alter.methods.rmu import canonical_overrides
@@ -321,7 +340,11 @@ def test_output_layer_on_answer_positions_only_changes_no_loss(tiny_runs, small_
 
     model, tokenizer = load_model(str(tiny_runs / "target"))
     rows = TofuData(str(small_world)).load("forget10")[:6]
-    batch = collate([encode_qa(tokenizer, r["question"], r["answer"]) for r in rows], tokenizer.pad_token_id)
+    # prompts longer than WIDTH_MULTIPLE tokens, so the window starts after some of them
+    preamble = "Answer the following question about the author in one sentence, please. "
+    batch = collate([encode_qa(tokenizer, preamble + r["question"], r["answer"]) for r in rows],
+                    tokenizer.pad_token_id)
+    assert base.first_answer_position(batch["labels"]) > 0
     reference = base.Reference(model, adapter_based=False)
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():  # a reference that differs from the model, so the KL is not 0 both ways

@@ -10,12 +10,19 @@ import torch
 from alter.data.formatting import IGNORE_INDEX, EncodedQA
 from alter.errors import UserError
 
+WIDTH_MULTIPLE = 16
+"""Training and frozen-pass batches are right-padded to a multiple of this many tokens. PyTorch's bf16 matmuls on
+the CPU run on oneDNN, which builds and keeps kernels for every matrix shape it meets: with batches of every width,
+a SmolLM2 ALTER run's resident size grew by about 300 MB over training (docs/results.md, "ALTER's unlearning
+cost"). The losses read answer positions only, so the padding changes what a step computes, not what it learns
+(`pytest tests/test_methods.py tests/test_alter.py -k width_multiple`)."""
 
-def pad_rows(rows: list[torch.Tensor], fill, side: str = "right") -> torch.Tensor:
+
+def pad_rows(rows: list[torch.Tensor], fill, side: str = "right", multiple: int = 1) -> torch.Tensor:
     """Tensors of shape [n_i, width_i] (or [width_i]) stacked along the first axis, padded with `fill` on `side` to
-    the widest."""
+    the widest, rounded up to a multiple of `multiple`."""
     rows = [row if row.dim() == 2 else row[None] for row in rows]
-    width = max(row.shape[1] for row in rows)
+    width = math.ceil(max(row.shape[1] for row in rows) / multiple) * multiple
     padded = []
     for row in rows:
         filler = row.new_full((row.shape[0], width - row.shape[1]), fill)
@@ -23,16 +30,19 @@ def pad_rows(rows: list[torch.Tensor], fill, side: str = "right") -> torch.Tenso
     return torch.cat(padded)
 
 
-def pad_sequences(sequences: list[list[int]], pad_value: int, side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
-    """The sequences padded to the longest on `side`, and the attention mask of their real tokens."""
+def pad_sequences(sequences: list[list[int]], pad_value: int, side: str = "right",
+                  multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sequences padded on `side` to the longest (rounded up to `multiple`), and the mask of their real tokens."""
     tensors = [torch.tensor(sequence, dtype=torch.long) for sequence in sequences]
-    return pad_rows(tensors, pad_value, side), pad_rows([torch.ones_like(t) for t in tensors], 0, side)
+    return (pad_rows(tensors, pad_value, side, multiple),
+            pad_rows([torch.ones_like(t) for t in tensors], 0, side, multiple))
 
 
-def collate(items: list[EncodedQA], pad_id: int, side: str = "right") -> dict[str, torch.Tensor]:
-    """input_ids, attention_mask and answer-only labels, padded to the longest item on `side`."""
-    input_ids, attention_mask = pad_sequences([item.input_ids for item in items], pad_id, side)
-    labels, _ = pad_sequences([item.labels for item in items], IGNORE_INDEX, side)
+def collate(items: list[EncodedQA], pad_id: int, side: str = "right", multiple: int = 1) -> dict[str, torch.Tensor]:
+    """input_ids, attention_mask and answer-only labels, padded on `side` to the longest item (rounded up to a
+    multiple of `multiple`: `WIDTH_MULTIPLE` for training and frozen passes)."""
+    input_ids, attention_mask = pad_sequences([item.input_ids for item in items], pad_id, side, multiple)
+    labels, _ = pad_sequences([item.labels for item in items], IGNORE_INDEX, side, multiple)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
@@ -62,7 +72,7 @@ class QABatches:
         return [order[p % len(order)] for p in positions]
 
     def batch(self, epoch: int, index: int) -> dict:
-        return collate([self.items[i] for i in self.indices(epoch, index)], self.pad_id)
+        return collate([self.items[i] for i in self.indices(epoch, index)], self.pad_id, multiple=WIDTH_MULTIPLE)
 
 
 class UnlearnBatches:
@@ -99,12 +109,12 @@ class UnlearnBatches:
 
     def batch(self, epoch: int, index: int) -> dict:
         rows, chosen = self.forget_indices(epoch, index)
-        batch = {"forget": collate([self.forget_items[i] for i in chosen], self.pad_id),
+        batch = {"forget": collate([self.forget_items[i] for i in chosen], self.pad_id, multiple=WIDTH_MULTIPLE),
                  "forget_index": torch.tensor(chosen)}
         if self.retain:
             retained = self.retain_indices(epoch, index)
-            batch["retain"] = collate([self.retain[i] for i in retained], self.pad_id)
+            batch["retain"] = collate([self.retain[i] for i in retained], self.pad_id, multiple=WIDTH_MULTIPLE)
             batch["retain_index"] = torch.tensor(retained)
         if self.idk:
-            batch["idk"] = collate([self.idk[i] for i in rows], self.pad_id)
+            batch["idk"] = collate([self.idk[i] for i in rows], self.pad_id, multiple=WIDTH_MULTIPLE)
         return batch

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from alter.adapters.lora import attach_lora
+from alter.data.batching import WIDTH_MULTIPLE
 from alter.data.formatting import IGNORE_INDEX, EncodedQA
 from alter.methods.losses import masked_kl
 from alter.models.outputs import logits_at
@@ -152,10 +153,12 @@ def forward(model: torch.nn.Module, batch: dict, **kwargs):
 
 
 def first_answer_position(labels: torch.Tensor) -> int:
-    """The first position in the batch whose next token is an answer token."""
+    """The first position in the batch whose next token is an answer token, rounded down to a multiple of
+    `WIDTH_MULTIPLE`: the output layer runs from there on, and so takes as few shapes as the batches do."""
     labelled = labels != IGNORE_INDEX
     first = labelled.int().argmax(1)[labelled.any(1)]
-    return max(int(first.min()) - 1, 0) if len(first) else 0
+    start = max(int(first.min()) - 1, 0) if len(first) else 0
+    return start - start % WIDTH_MULTIPLE
 
 
 def answer_logits(model: torch.nn.Module, batch: dict, reference: Reference | None = None):

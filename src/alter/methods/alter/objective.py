@@ -74,23 +74,22 @@ class ALTERObjective:
         self.heads = adapter.config.forget_heads
 
     @staticmethod
-    def _rows(values: list, index: torch.Tensor, fill) -> torch.Tensor:
-        """Per-item arrays ([tokens] or [tokens, N]) of the batch's items, right-padded: [rows, seq(, N)]."""
+    def _rows(values: list, index: torch.Tensor, batch: dict) -> torch.Tensor:
+        """Per-item arrays ([tokens] or [tokens, N]) of the batch's items, zero-padded to the batch's width:
+        [rows, seq(, N)]."""
+        width = batch["input_ids"].shape[1]
         rows = [torch.as_tensor(values[i]) for i in index.tolist()]
-        if rows[0].dim() == 1:
-            return pad_rows(rows, fill)
-        heads = rows[0].shape[1]
-        return pad_rows([row.T for row in rows], fill).reshape(len(rows), heads, -1).transpose(1, 2)
+        return torch.stack([torch.cat([row, row.new_zeros(width - len(row), *row.shape[1:])]) for row in rows])
 
     def high(self, kind: str, index: torch.Tensor, batch: dict) -> torch.Tensor:
         valid = batch["attention_mask"].bool()
         if not self.params.entropy_guidance:
             return torch.zeros_like(valid)
-        return (self._rows(self.entropies[kind], index, 0.0).to(valid.device) > self.threshold) & valid
+        return (self._rows(self.entropies[kind], index, batch).to(valid.device) > self.threshold) & valid
 
     def _gate(self, kind: str, index: torch.Tensor, batch: dict) -> torch.Tensor:
         """The fitted content gate's forget-head weights, [rows, seq, N]."""
-        return self._rows(self.gate_weights[kind], index, 0.0).float().to(batch["input_ids"].device)
+        return self._rows(self.gate_weights[kind], index, batch).float().to(batch["input_ids"].device)
 
     def _forward(self, model, batch: dict, routing: Routing):
         """Logits from the batch's first answer-predicting position on (the output layer skips the prompts), in the
