@@ -845,7 +845,8 @@ def objective_on_a_batch(tiny_runs, small_world, random_alter_adapter, params: A
                     for kind, items in (("forget", forget), ("retain", retain))}
     objective = ALTERObjective(adapter, params, entropies, torch.tensor([0, 1] * 4), threshold=1.0,
                                gate_weights=gate_weights)
-    return model, objective, UnlearnBatches(forget, retain, None, 4, 0, tokenizer.pad_token_id).batch(0, 0)
+    source = UnlearnBatches(forget, retain, None, 4, 0, tokenizer.pad_token_id, multiple=WIDTH_MULTIPLE)
+    return model, objective, source.batch(0, 0)
 
 
 @pytest.mark.parametrize("router,retain_loss,forget_loss", [(router, "nll", "hinge") for router in ROUTERS]

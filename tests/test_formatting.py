@@ -1,6 +1,6 @@
 import pytest
 
-from alter.data.batching import collate
+from alter.data.batching import WIDTH_MULTIPLE, collate, width_multiple
 from alter.data.formatting import IGNORE_INDEX, encode_prompt, encode_qa
 
 QUESTIONS = [("Where was Amara Szabo born?", "Amara Szabo was born in Lisbon, Portugal."),
@@ -61,3 +61,8 @@ def test_collate_rounds_the_width_up_to_a_multiple_and_masks_the_extra_columns(t
         assert (batch["labels"][:, width:] == IGNORE_INDEX).all()
         assert (batch["input_ids"][1, width:] == tokenizer.pad_token_id).all()
         assert batch["labels"][1, :width].tolist() == long.labels
+
+
+def test_batches_are_padded_to_the_width_multiple_only_where_oneDNN_builds_kernels_per_shape():
+    assert width_multiple("bf16") == width_multiple("fp16") == WIDTH_MULTIPLE > 1
+    assert width_multiple("fp32") == 1

@@ -160,7 +160,7 @@ def test_undial_by_hand():
 # --- real steps on a tiny model -----------------------------------------------------------------------------
 
 
-def tiny_batches(tiny_runs, small_world, lora=False):
+def tiny_batches(tiny_runs, small_world, lora=False, multiple=1):
     from alter.models import load_model
 
     model, tokenizer = load_model(str(tiny_runs / "target"))
@@ -168,7 +168,8 @@ def tiny_batches(tiny_runs, small_world, lora=False):
     encode = lambda rows: [encode_qa(tokenizer, r["question"], r["answer"]) for r in rows]  # noqa: E731
     forget_rows = data.load("forget10")
     idk = [encode_qa(tokenizer, r["question"], "I don't know.") for r in forget_rows]
-    source = UnlearnBatches(encode(forget_rows), encode(data.load("retain90")), idk, 8, 0, tokenizer.pad_token_id)
+    source = UnlearnBatches(encode(forget_rows), encode(data.load("retain90")), idk, 8, 0, tokenizer.pad_token_id,
+                            multiple=multiple)
     if lora:
         model = attach_lora(model, 4, 8)
     return model, source
@@ -209,7 +210,7 @@ def test_two_steps_move_the_forget_loss_the_intended_way(name, tiny_runs, small_
 def test_each_loss_is_the_same_on_batches_padded_to_the_width_multiple(name, tiny_runs, small_world,
                                                                        trimmed):
     method = get_method(name)
-    model, source = tiny_batches(tiny_runs, small_world)
+    model, source = tiny_batches(tiny_runs, small_world, multiple=WIDTH_MULTIPLE)
     reference = Reference(model, adapter_based=False)
     padded = source.batch(0, 0)
     parts = [key for key, value in padded.items() if isinstance(value, dict)]

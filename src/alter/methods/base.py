@@ -154,7 +154,8 @@ def forward(model: torch.nn.Module, batch: dict, **kwargs):
 
 def first_answer_position(labels: torch.Tensor) -> int:
     """The first position in the batch whose next token is an answer token, rounded down to a multiple of
-    `WIDTH_MULTIPLE`: the output layer runs from there on, and so takes as few shapes as the batches do."""
+    `WIDTH_MULTIPLE`: the output layer runs from there on, and so takes as few shapes as padded batches do (in fp32,
+    whose batches are not padded, it reads up to 15 prompt positions more than it needs)."""
     labelled = labels != IGNORE_INDEX
     first = labelled.int().argmax(1)[labelled.any(1)]
     start = max(int(first.min()) - 1, 0) if len(first) else 0

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from alter.adapters.loading import attach_adapter
-from alter.data.batching import QABatches
+from alter.data.batching import QABatches, width_multiple
 from alter.data.formatting import encode_prompt, encode_qa
 from alter.data.sources import TOFU_QUESTIONS_PER_AUTHOR
 from alter.data.tofu import TofuData
@@ -153,7 +153,8 @@ def relearn(model, tokenizer, rows: list[dict], lr: float, plan: AuditPlan) -> N
     items = [encode_qa(tokenizer, row["question"], row["answer"]) for row in rows]
     config = TrainConfig(epochs=1, learning_rate=lr, batch_size=plan.relearn_batch, max_steps=plan.relearn_steps,
                          warmup_ratio=0.0, scheduler="constant", precision=plan.precision)
-    source = QABatches(items, config.batch_size, config.seed, tokenizer.pad_token_id)
+    source = QABatches(items, config.batch_size, config.seed, tokenizer.pad_token_id,
+                       multiple=width_multiple(plan.precision))
     train(model, lambda m, batch: (mean_nll(m, batch), {}), source, config, make_accelerator(plan.precision),
           param_groups=[{"params": base}], description=f"relearn lr {lr:g}")
 

@@ -20,7 +20,7 @@ import torch
 
 from alter.adapters.loading import attach_adapter
 from alter.adapters.model import is_alter_adapter
-from alter.data.batching import QABatches
+from alter.data.batching import QABatches, width_multiple
 from alter.data.formatting import encode_prompt, encode_qa
 from alter.data.splits import retain_split_for
 from alter.data.tofu import TofuData
@@ -118,7 +118,8 @@ def distil(teacher, tokenizer, plan: ExportPlan) -> tuple[torch.nn.Module, dict]
 
     config = TrainConfig(epochs=plan.epochs, learning_rate=plan.learning_rate, batch_size=plan.batch_size,
                          precision=plan.precision)
-    source = QABatches(items, config.batch_size, config.seed, tokenizer.pad_token_id)
+    source = QABatches(items, config.batch_size, config.seed, tokenizer.pad_token_id,
+                       multiple=width_multiple(plan.precision))
     result = train(student, objective, source, config, make_accelerator(plan.precision), description="distil")
     forget_items = [encode_qa(tokenizer, r["question"], r["answer"]) for r in data.load(plan.forget_split)]
     retain_items = [encode_qa(tokenizer, r["question"], r["answer"]) for r in data.load("retain_perturbed")]

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from alter.adapters.lora import attach_lora
-from alter.data.batching import QABatches
+from alter.data.batching import QABatches, width_multiple
 from alter.data.formatting import encode_rows
 from alter.data.tofu import TofuData
 from alter.errors import UserError
@@ -102,7 +102,7 @@ def finetune(model_spec: str, data_root: str, split: str, out: str, recipe: Fine
         model = attach_lora(model, recipe.lora_rank, recipe.lora_alpha)
     items = encode_rows(tokenizer, rows)
     source = QABatches(items, config.batch_size, config.seed, tokenizer.pad_token_id,
-                       accelerator.process_index, accelerator.num_processes)
+                       accelerator.process_index, accelerator.num_processes, width_multiple(precision))
     parameters = count_parameters(model)
     started = time.time()
     result = train(model, lambda model, batch: (mean_nll(model, batch), {}), source, config, accelerator,

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 from accelerate.utils import DistributedType
 
-from alter.data.batching import UnlearnBatches
+from alter.data.batching import UnlearnBatches, width_multiple
 from alter.data.contexts import encode_variants
 from alter.data.formatting import encode_qa, encode_rows
 from alter.data.sources import UnlearnData
@@ -64,7 +64,8 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
         idk_items = [encode_qa(tokenizer, row["question"], data.refusals[i % len(data.refusals)])
                      for i, row in enumerate(data.forget)]
     source = UnlearnBatches(forget_items, retain_items, idk_items, config.batch_size, config.seed,
-                            tokenizer.pad_token_id, accelerator.process_index, accelerator.num_processes, variants)
+                            tokenizer.pad_token_id, accelerator.process_index, accelerator.num_processes, variants,
+                            width_multiple(precision))
     if observe is not None:
         observe("before", model, tokenizer)
     started = time.time()

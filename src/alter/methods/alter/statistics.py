@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from alter.data.batching import WIDTH_MULTIPLE, collate, length_sorted_batches
+from alter.data.batching import collate, length_sorted_batches, width_multiple
 from alter.data.formatting import EncodedQA
 from alter.entropy import EntropySettings
 from alter.models.precision import autocast
@@ -21,7 +21,7 @@ def frozen_batches(model, items: list[EncodedQA], pad_id: int, precision: str, h
     """Yield (item indices, batch, output) for `items` in length-sorted batches: one frozen forward each."""
     device = next(model.parameters()).device
     for indices in length_sorted_batches([len(item.input_ids) for item in items], batch_size):
-        batch = collate([items[i] for i in indices], pad_id, multiple=WIDTH_MULTIPLE)
+        batch = collate([items[i] for i in indices], pad_id, multiple=width_multiple(precision))
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(precision, device):
             output = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
