@@ -63,6 +63,15 @@ def test_collate_rounds_the_width_up_to_a_multiple_and_masks_the_extra_columns(t
         assert batch["labels"][1, :width].tolist() == long.labels
 
 
-def test_batches_are_padded_to_the_width_multiple_only_where_oneDNN_builds_kernels_per_shape():
-    assert width_multiple("bf16") == width_multiple("fp16") == WIDTH_MULTIPLE > 1
-    assert width_multiple("fp32") == 1
+def test_frozen_passes_are_padded_to_the_width_multiple_only_where_oneDNN_builds_kernels_per_shape(tiny_pair):
+    from alter.methods.alter.statistics import frozen_batches
+
+    model, tokenizer = tiny_pair
+    items = [encode_qa(tokenizer, question, answer) for question, answer in QUESTIONS]
+    longest = max(len(item.input_ids) for item in items)
+    assert longest % WIDTH_MULTIPLE
+    widths = {precision: [batch["input_ids"].shape[1] for _, batch, _ in
+                          frozen_batches(model, items, tokenizer.pad_token_id, precision, hidden=False)]
+              for precision in ("fp32", "bf16")}
+    assert widths == {"fp32": [longest], "bf16": [-(-longest // WIDTH_MULTIPLE) * WIDTH_MULTIPLE]}
+    assert width_multiple("fp16") == WIDTH_MULTIPLE
