@@ -8,7 +8,9 @@ Each family changes one thing about how a question reaches the model (docs/metri
 - `conversation`: after an unrelated exchange;
 - `few_shot`: after three question/answer turns about retain authors;
 - `plain`: the plain `Question: ... Answer:` format instead of the chat template.
-The sentences below appear nowhere else in alter: not in training data, recipes or gate fitting.
+The sentences below appear nowhere else in alter: not in training data, recipes or gate fitting. The plain format
+itself is not out of sample for a run with `train.context_variants` > 1 (ALTER's default): it is one of the
+training contexts (`data/contexts.py`).
 """
 
 from __future__ import annotations
