@@ -216,3 +216,46 @@ def test_weights_copied_out_of_the_file_map_live_in_no_mapping_of_the_file(tiny_
     copy_out_of_file_map(model)
     assert not inside()
     assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
+
+
+def record_batch_widths(monkeypatch, module, name: str) -> list[int]:
+    """Replace `module.name` (a batch source class) by a subclass that records the width of every batch it gives."""
+    widths: list[int] = []
+
+    class Recording(getattr(module, name)):
+        def batch(self, epoch, index):
+            batch = super().batch(epoch, index)
+            parts = [batch] if "input_ids" in batch else [part for part in batch.values() if isinstance(part, dict)]
+            widths.extend(part["input_ids"].shape[1] for part in parts)
+            return batch
+
+    monkeypatch.setattr(module, name, Recording)
+    return widths
+
+
+@pytest.mark.usefixtures("fresh_accelerator_state")
+@pytest.mark.parametrize("precision, multiple", [("fp32", 1), ("bf16", 16)])
+def test_finetuning_and_unlearning_pad_their_batches_as_the_precision_asks(
+        precision, multiple, small_world, tiny_runs, tmp_path, monkeypatch):
+    """Under bf16 every batch is as wide as a multiple of 16 tokens (oneDNN keeps a kernel per shape); fp32 pads to
+    the longest item only."""
+    from dataclasses import replace
+
+    from alter.data.sources import from_tofu
+    from alter.training import finetune as finetune_module
+    from alter.training import unlearn as unlearn_module
+    from alter.training.recipe import build_recipe
+
+    recipe = finetune_module.default_recipe("tiny", lora=False)
+    finetuned = record_batch_widths(monkeypatch, finetune_module, "QABatches")
+    finetune_module.finetune("tiny", str(small_world), "forget10", str(tmp_path / "f"),
+                             replace(recipe, train=replace(recipe.train, precision=precision, max_steps=2)))
+    unlearned = record_batch_widths(monkeypatch, unlearn_module, "UnlearnBatches")
+    unlearn_module.unlearn(str(tiny_runs / "target"), from_tofu(str(small_world), "forget10", "retain90"),
+                           build_recipe("npo", None, [f"train.precision={precision}", "train.max_steps=2"]),
+                           str(tmp_path / "u"))
+    assert len(finetuned) == 2 and len(unlearned) >= 4  # npo's batches hold a forget and a retain part
+    widths = finetuned + unlearned
+    assert all(width % multiple == 0 for width in widths), widths
+    if multiple == 1:
+        assert any(width % 16 for width in widths), widths  # unpadded widths are not all multiples of 16 by chance
