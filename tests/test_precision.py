@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from alter.data.batching import WIDTH_MULTIPLE
 from alter.errors import UserError
 from alter.models import precision as precision_module
 from alter.models.precision import machine_facts, resolve_precision
@@ -234,11 +235,11 @@ def record_batch_widths(monkeypatch, module, name: str) -> list[int]:
 
 
 @pytest.mark.usefixtures("fresh_accelerator_state")
-@pytest.mark.parametrize("precision, multiple", [("fp32", 1), ("bf16", 16)])
+@pytest.mark.parametrize("precision, multiple", [("fp32", 1), ("bf16", WIDTH_MULTIPLE)])
 def test_finetuning_and_unlearning_pad_their_batches_as_the_precision_asks(
         precision, multiple, small_world, tiny_runs, tmp_path, monkeypatch):
-    """Under bf16 every batch is as wide as a multiple of 16 tokens (oneDNN keeps a kernel per shape); fp32 pads to
-    the longest item only."""
+    """Under bf16 every batch is as wide as a multiple of `WIDTH_MULTIPLE` tokens (oneDNN keeps a kernel per shape);
+    fp32 pads to the longest item only."""
     from dataclasses import replace
 
     from alter.data.sources import from_tofu
@@ -255,7 +256,7 @@ def test_finetuning_and_unlearning_pad_their_batches_as_the_precision_asks(
                            build_recipe("npo", None, [f"train.precision={precision}", "train.max_steps=2"]),
                            str(tmp_path / "u"))
     assert len(finetuned) == 2 and len(unlearned) >= 4  # npo's batches hold a forget and a retain part
-    widths = finetuned + unlearned
-    assert all(width % multiple == 0 for width in widths), widths
-    if multiple == 1:
-        assert any(width % 16 for width in widths), widths  # unpadded widths are not all multiples of 16 by chance
+    for widths in (finetuned, unlearned):
+        assert all(width % multiple == 0 for width in widths), widths
+        if multiple == 1:  # each source's unpadded widths are not all multiples by chance, so bf16's are its padding
+            assert any(width % WIDTH_MULTIPLE for width in widths), widths
