@@ -924,6 +924,53 @@ def test_the_kl_retain_loss_is_zero_where_the_adapter_equals_the_target(tiny_run
     assert losses["kl"] == pytest.approx(0.0, abs=1e-5) and losses["nll"] > 0.1
 
 
+def test_kl_in_contexts_is_nll_on_rows_in_their_own_format_and_kl_in_the_others(tiny_runs, small_world,
+                                                                                random_alter_adapter):
+    """Retain items are rows in 3 contexts each (row r's at 3r + v, v = 0 its own format). With zero heads the KL
+    part is 0, so the loss is the NLL of the own-format rows' answers, computed here from a second copy of the
+    target, times their share of the batch's answer tokens. With random heads, a batch of own-format rows only gives
+    the `nll` loss and one of context rows only the `kl` loss."""
+    from alter.data.contexts import encode_variants
+    from alter.methods.alter.objective import next_labels, predicts_answer
+
+    model, tokenizer = fresh_target(tiny_runs)
+    data = TofuData(str(small_world))
+    forget = [encode_qa(tokenizer, r["question"], r["answer"]) for r in data.load("forget10")[:2]]
+    retain = encode_variants(tokenizer, data.load("retain90")[:4], 3, seed=0)
+    entropies = {kind: [torch.zeros(len(i.input_ids)) for i in items] for kind, items in
+                 (("forget", forget), ("retain", retain))}
+
+    def retain_loss(adapter, kind: str, indices: list[int]) -> float:
+        objective = ALTERObjective(adapter, ALTERParams(router="none", retain_loss=kind), entropies,
+                                   torch.tensor([0, 1]), threshold=1.0, variants=3)
+        batch = {"forget": collate(forget, tokenizer.pad_token_id), "forget_index": torch.tensor([0, 1]),
+                 "retain": collate([retain[i] for i in indices], tokenizer.pad_token_id),
+                 "retain_index": torch.tensor(indices)}
+        with torch.no_grad():
+            return objective.phase2(model, batch)[1]["retain_loss"]
+
+    mixed = [0, 4, 6, 11]  # rows 0 and 2 in their own format, rows 1 and 3 in a sampled context
+    own = collate([retain[i] for i in (0, 6)], tokenizer.pad_token_id)
+    every = collate([retain[i] for i in mixed], tokenizer.pad_token_id)
+    target, _ = fresh_target(tiny_runs)
+    with torch.no_grad():
+        logits = target(input_ids=own["input_ids"], attention_mask=own["attention_mask"]).logits
+    answer = predicts_answer(own["labels"])
+    own_nll = torch.nn.functional.cross_entropy(logits[answer], next_labels(own["labels"])[answer]).item()
+    share = answer.sum().item() / predicts_answer(every["labels"]).sum().item()
+    assert 0.2 < share < 0.8
+    zero_heads = AlterModel(model, AlterConfig(forget_heads=2, router="none"))
+    assert retain_loss(zero_heads, "kl_in_contexts", mixed) == pytest.approx(share * own_nll, rel=1e-4)
+
+    model, _ = fresh_target(tiny_runs)
+    random_heads = random_alter_adapter(model, seed=1, router="none")
+    assert retain_loss(random_heads, "kl_in_contexts", [0, 6]) == pytest.approx(
+        retain_loss(random_heads, "nll", [0, 6]), rel=1e-5)
+    assert retain_loss(random_heads, "kl_in_contexts", [4, 11]) == pytest.approx(
+        retain_loss(random_heads, "kl", [4, 11]), rel=1e-5)
+    assert retain_loss(random_heads, "kl", [4, 11]) > 1e-4  # the random heads move the adapted model off the target
+
+
 def test_content_routes_read_every_head_the_gate_switches_on_and_train_only_the_own_head():
     """Training routes as inference does: a forget token is routed to every head whose gate fires there; only the
     item's own head learns, at its low-entropy tokens from where its own gate fires."""

@@ -67,8 +67,8 @@ class ALTERObjective:
 
     def __init__(self, adapter: AlterModel, params: ALTERParams, entropies: dict, domains: torch.Tensor,
                  threshold: float, gate_weights: dict | None = None, end_ids: tuple[int, ...] = (),
-                 floors: torch.Tensor | None = None):
-        self.adapter, self.params, self.entropies = adapter, params, entropies
+                 floors: torch.Tensor | None = None, variants: int = 1):
+        self.adapter, self.params, self.entropies, self.variants = adapter, params, entropies, variants
         self.domains, self.threshold, self.gate_weights, self.end_ids = domains, threshold, gate_weights, end_ids
         self.floors = floors
         self.heads = adapter.config.forget_heads
@@ -185,10 +185,7 @@ class ALTERObjective:
                                         stop_at_top=self.params.forget_loss == "hinge_to_top",
                                         direction=direction[:, None].expand_as(targets))
         regulariser = masked_kl(frozen, forget_logits, (answer & high & ~learns)[:, start:])
-        retain_answer = predicts_answer(retain["labels"])[:, start:]
-        retain_loss = masked_kl(self._frozen(model, retain, start), retain_logits, retain_answer) \
-            if self.params.retain_loss == "kl" else \
-            masked_nll(retain_logits, next_labels(retain["labels"])[:, start:], retain_answer)
+        retain_loss = self._retain_loss(model, retain, retain_logits, start, batch["retain_index"])
         router_loss = routing.router_loss / max(1, len(self.adapter.layers))
         p = self.params
         loss = (p.forget_weight * forget_loss + p.retain_weight * retain_loss + p.regulariser_weight * regulariser
@@ -197,6 +194,24 @@ class ALTERObjective:
                       "regulariser": regulariser.item(), "router_loss": float(torch.as_tensor(router_loss).detach()),
                       "forget_rows_pushed": (direction > 0).float().mean().item(),
                       "forget_rows_pulled": (direction < 0).float().mean().item()}
+
+    def _retain_loss(self, model, retain: dict, logits: torch.Tensor, start: int, index: torch.Tensor) -> torch.Tensor:
+        """Per retain answer token: NLL (`nll`), KL(target || adapted) (`kl`), or, for `kl_in_contexts`, NLL on the
+        rows in their own format and KL on the rows in a sampled training context, where NLL would teach the retain
+        head answers in formats the target was not trained on (the `plain` probe; docs/method.md)."""
+        answer = predicts_answer(retain["labels"])[:, start:]
+        kind = self.params.retain_loss
+        if kind == "nll":
+            return masked_nll(logits, next_labels(retain["labels"])[:, start:], answer)
+        if kind == "kl":
+            return masked_kl(self._frozen(model, retain, start), logits, answer)
+        # every rank runs the frozen pass on every step, so that sharded ranks (FSDP) stay in step
+        frozen = self._frozen(model, retain, start)
+        in_context = (index % self.variants != 0).to(answer.device)[:, None]
+        own, other = answer & ~in_context, answer & in_context
+        nll = masked_nll(logits, next_labels(retain["labels"])[:, start:], own)
+        kl = masked_kl(frozen, logits, other)
+        return (own.sum() * nll + other.sum() * kl) / answer.sum().clamp(min=1)
 
     def _frozen(self, model, part: dict, start: int) -> torch.Tensor:
         """The frozen target's logits for a part of the batch, from position `start` on."""

@@ -52,7 +52,8 @@ class ALTERParams:
     forget_floor: str = "none"  # "unseen": hold forget items at unseen rows' likelihood (floor.py, docs/method.md)
     forget_tokens: str = "low"  # where the forget heads learn: "low"-entropy answer tokens (paper) or "all"
     forget_weight: float = 1.0
-    retain_loss: str = "nll"  # Phase II on retain answers: "nll" (paper) or "kl": KL(target || adapted)
+    retain_loss: str = "nll"  # Phase II on retain answers: "nll" (paper), "kl": KL(target || adapted), or
+    # "kl_in_contexts": NLL on rows in their own format, KL on them in the sampled training contexts
     retain_weight: float = 1.0
     regulariser_weight: float = 0.01
     router_weight: float = 1.0
@@ -80,8 +81,9 @@ class ALTERParams:
             raise ValueError(f"params.forget_loss: expected 'hinge', 'hinge_to_top' or 'npo', got {self.forget_loss!r}")
         if self.forget_tokens not in ("low", "all"):
             raise ValueError(f"params.forget_tokens: expected 'low' or 'all', got {self.forget_tokens!r}")
-        if self.retain_loss not in ("nll", "kl"):
-            raise ValueError(f"params.retain_loss: expected 'nll' or 'kl', got {self.retain_loss!r}")
+        if self.retain_loss not in ("nll", "kl", "kl_in_contexts"):
+            raise ValueError(f"params.retain_loss: expected 'nll', 'kl' or 'kl_in_contexts', "
+                             f"got {self.retain_loss!r}")
         if self.forget_floor not in ("unseen", "none"):
             raise ValueError(f"params.forget_floor: expected 'unseen' or 'none', got {self.forget_floor!r}")
         if self.router_training not in ROUTER_TRAINING:
