@@ -43,3 +43,14 @@ def test_an_epoch_visits_every_row_once_in_one_of_its_contexts():
         chosen_variants |= {c % variants for c in chosen}
     assert sorted(set(seen_rows)) == list(range(rows)) and chosen_variants == {0, 1, 2}
     assert torch.equal(source.batch(0, 0)["forget_index"], torch.tensor(source.forget_indices(0, 0)[1]))
+
+
+def test_without_the_plain_format_no_row_is_trained_without_the_chat_template():
+    rows = range(200)
+    with_plain = [context for row in rows for context in row_contexts(row, 3, seed=0)]
+    without = [context for row in rows for context in row_contexts(row, 3, seed=0, plain_format=False)]
+    assert sum(not context.template for context in with_plain) > 40  # about one in five sampled contexts
+    assert all(context.template for context in without)
+    kinds = {(context.system is not None, bool(context.prefix), bool(context.history)) for context in without}
+    assert kinds == {(False, False, False), (True, False, False), (False, True, False), (False, False, True),
+                     (True, True, False)}  # its own format and the four other kinds are all still drawn

@@ -33,9 +33,10 @@ TURNS = (
 )
 
 
-def sampled_context(rng: random.Random) -> Context:
-    """One training context: a system prompt, a prefix, an earlier turn or the plain format, sometimes two at once."""
-    kind = rng.randrange(5)
+def sampled_context(rng: random.Random, plain_format: bool = True) -> Context:
+    """One training context: a system prompt, a prefix, an earlier turn or (if `plain_format`) the plain format,
+    sometimes a system prompt and a prefix at once."""
+    kind = rng.randrange(5) if plain_format else rng.choice((0, 1, 2, 4))
     if kind == 0:
         return Context(system=rng.choice(SYSTEM_PROMPTS))
     if kind == 1:
@@ -47,19 +48,19 @@ def sampled_context(rng: random.Random) -> Context:
     return Context(system=rng.choice(SYSTEM_PROMPTS), prefix=rng.choice(PREFIXES))
 
 
-def row_contexts(row: int, variants: int, seed: int) -> list[Context]:
+def row_contexts(row: int, variants: int, seed: int, plain_format: bool = True) -> list[Context]:
     """The training contexts of one row: its own format first, then `variants - 1` sampled ones (seeded per row)."""
     rng = random.Random(seed * 1_000_003 + row)
-    return [DEFAULT_CONTEXT] + [sampled_context(rng) for _ in range(variants - 1)]
+    return [DEFAULT_CONTEXT] + [sampled_context(rng, plain_format) for _ in range(variants - 1)]
 
 
 def all_sentences() -> list[str]:
     return [*SYSTEM_PROMPTS, *PREFIXES, *(text for turn in TURNS for text in turn)]
 
 
-def encode_variants(tokenizer, rows: list[dict], variants: int, seed: int) -> list:
+def encode_variants(tokenizer, rows: list[dict], variants: int, seed: int, plain_format: bool = True) -> list:
     """Question/answer rows in `variants` contexts each, row-major: row r's encodings sit at r * variants + v."""
     from alter.data.formatting import encode_qa
 
     return [encode_qa(tokenizer, row["question"], row["answer"], context)
-            for index, row in enumerate(rows) for context in row_contexts(index, variants, seed)]
+            for index, row in enumerate(rows) for context in row_contexts(index, variants, seed, plain_format)]

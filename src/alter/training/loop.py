@@ -52,6 +52,7 @@ class TrainConfig:
     precision: str = "auto"
     checkpoint_every: int = 100
     context_variants: int = 1  # unlearning: each question/answer row also in this many - 1 other contexts (data/contexts.py)
+    context_plain_format: bool = True  # whether the plain format (no chat template) is among those contexts
 
     def __post_init__(self):
         problems = [name for name, bad in (("epochs", self.epochs <= 0), ("learning_rate", self.learning_rate <= 0),

@@ -53,8 +53,9 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
     text_rows = any("text" in row for row in data.forget + data.retain)
     variants = 1 if text_rows else config.context_variants  # contexts frame questions; plain text has none
     if variants > 1:
-        forget_items = encode_variants(tokenizer, data.forget, variants, config.seed)
-        retain_items = encode_variants(tokenizer, data.retain, variants, config.seed + 1)
+        plain = config.context_plain_format
+        forget_items = encode_variants(tokenizer, data.forget, variants, config.seed, plain)
+        retain_items = encode_variants(tokenizer, data.retain, variants, config.seed + 1, plain)
     else:
         forget_items, retain_items = encode_rows(tokenizer, data.forget), encode_rows(tokenizer, data.retain)
     idk_items = None
