@@ -11,6 +11,7 @@ from alter.adapters.gates import ContentGate, SharedRouter
 from alter.adapters.layer import AlterLayer, Routing, RoutingSlot, route_weights
 from alter.adapters.model import AlterModel
 from alter.data.batching import WIDTH_MULTIPLE, UnlearnBatches, collate
+from alter.data.contexts import encode_variants
 from alter.data.formatting import encode_qa
 from alter.data.sources import from_tofu
 from alter.data.splits import FEW_SHOT_TURNS
@@ -24,7 +25,7 @@ from alter.evaluation.suites.tofu import splits as tofu_splits
 from alter.methods import get_method
 from alter.methods.alter.gate_fit import (_weigh_hard_negatives, content_gate_targets, fit_content_gate,
                                          fit_shared_router)
-from alter.methods.alter.objective import ALTERObjective, joined_batch, row_spans
+from alter.methods.alter.objective import ALTERObjective, joined_batch, next_labels, predicts_answer, row_spans
 from alter.methods.alter.params import ALTERParams, paper_overrides
 from alter.methods.alter.subdomains import agreement_with_groups
 from alter.methods.base import LoraChoice, Setup
@@ -930,9 +931,6 @@ def test_kl_in_contexts_is_nll_on_rows_in_their_own_format_and_kl_in_the_others(
     part is 0, so the loss is the NLL of the own-format rows' answers, computed here from a second copy of the
     target, times their share of the batch's answer tokens. With random heads, a batch of own-format rows only gives
     the `nll` loss and one of context rows only the `kl` loss."""
-    from alter.data.contexts import encode_variants
-    from alter.methods.alter.objective import next_labels, predicts_answer
-
     model, tokenizer = fresh_target(tiny_runs)
     data = TofuData(str(small_world))
     forget = [encode_qa(tokenizer, r["question"], r["answer"]) for r in data.load("forget10")[:2]]

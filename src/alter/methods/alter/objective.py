@@ -200,16 +200,17 @@ class ALTERObjective:
         rows in their own format and KL on the rows in a sampled training context, where NLL would teach the retain
         head answers in formats the target was not trained on (the `plain` probe; docs/method.md)."""
         answer = predicts_answer(retain["labels"])[:, start:]
+        targets = next_labels(retain["labels"])[:, start:]
         kind = self.params.retain_loss
         if kind == "nll":
-            return masked_nll(logits, next_labels(retain["labels"])[:, start:], answer)
+            return masked_nll(logits, targets, answer)
         if kind == "kl":
             return masked_kl(self._frozen(model, retain, start), logits, answer)
         # every rank runs the frozen pass on every step, so that sharded ranks (FSDP) stay in step
         frozen = self._frozen(model, retain, start)
         in_context = (index % self.variants != 0).to(answer.device)[:, None]
         own, other = answer & ~in_context, answer & in_context
-        nll = masked_nll(logits, next_labels(retain["labels"])[:, start:], own)
+        nll = masked_nll(logits, targets, own)
         kl = masked_kl(frozen, logits, other)
         return (own.sum() * nll + other.sum() * kl) / answer.sum().clamp(min=1)
 
