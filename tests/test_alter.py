@@ -313,15 +313,26 @@ def test_a_calibration_that_silences_the_gate_is_recorded_and_warned_about(capsy
     gate = ContentGate(3, 2)
     facts = fit_content_gate(gate, forget, [4] * 12, domains, retain, seed=0, calibration=look_alikes)
     assert facts["forget_answer_recall_before_calibration"] == 1.0
+    assert facts["forget_answer_recall_per_head_before_calibration"] == [1.0, 1.0]
     assert facts["forget_answer_recall"] < 0.5 and min(facts["threshold_shift"]) > 0
+    assert max(facts["forget_answer_recall_per_head"]) < 0.5
     _warn_if_gate_misses_forget(facts)
     warning = capsys.readouterr().err
     assert f"is on for {facts['forget_answer_recall']:.0%} of the forget answers" in warning and "(100% before" in warning
+    assert "2 of 2 forget heads" in warning
     assert "held-out retain items score as high" in warning and "gate_fit_lr" not in warning
-    _warn_if_gate_misses_forget({**facts, "forget_answer_recall_before_calibration": 0.3})  # an unfinished fit
+    _warn_if_gate_misses_forget({**facts, "forget_answer_recall_per_head_before_calibration": [0.3, 0.3]})  # unfinished
     assert "gate_fit_lr" in capsys.readouterr().err
-    _warn_if_gate_misses_forget({**facts, "forget_answer_recall": 0.9})
+    _warn_if_gate_misses_forget({**facts, "forget_answer_recall_per_head": [0.9, 0.9]})
     assert capsys.readouterr().err == ""
+
+    one_look_alike = [item(0) for _ in range(20)] + [item(None) for _ in range(20)]  # names only subject 0
+    facts = fit_content_gate(ContentGate(3, 2), forget, [4] * 12, domains, retain, seed=0, calibration=one_look_alike)
+    head0, head1 = facts["forget_answer_recall_per_head"]
+    assert head0 < 0.5 and head1 == 1.0 and facts["forget_answer_recall"] >= 0.5  # the overall share hides head 0
+    _warn_if_gate_misses_forget(facts)
+    warning = capsys.readouterr().err
+    assert f"head 0 for {head0:.0%} of its sub-domain's (100% before" in warning and "1 of 2 forget heads" in warning
 
 
 def test_the_gate_fit_in_length_buckets_equals_one_padded_batch():
@@ -367,6 +378,8 @@ def test_the_gate_fit_in_length_buckets_equals_one_padded_batch():
     fired = (detector(x).masked_fill(~mask[..., None], float("-inf")).cummax(1).values > 0).detach()
     answer = (targets > 0) & (known > 0)
     assert facts["forget_answer_recall"] == pytest.approx(float(fired[answer].float().mean()))
+    assert facts["forget_answer_recall_per_head"] == pytest.approx([float(fired[..., d][answer[..., d]].float().mean())
+                                                                    for d in range(2)])
     assert facts["retain_fire_rate"] == pytest.approx(float(fired[50:].any(-1)[mask[50:]].float().mean()))
     assert 0 < facts["forget_answer_recall"] < 1 or facts["retain_fire_rate"] > 0  # a case where the counts matter
 

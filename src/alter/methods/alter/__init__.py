@@ -231,19 +231,24 @@ def _calibration_split(rows: list[int], kind: str, seed: int) -> tuple[list[int]
 
 
 def _warn_if_gate_misses_forget(facts: dict) -> None:
-    """A gate off on most forget answers leaves the forget heads idle there: the run would forget little, and say
-    nothing. Seen at a low fitting rate, where the calibration had to raise the thresholds far (docs/method.md, "The
-    lower fitting rate on held-out units"), and after a complete fit on world 6, whose calibration items include a
-    retain author who shares a surname with a forget author (docs/method.md, "What stands in the way")."""
-    recall, fitted = facts["forget_answer_recall"], facts["forget_answer_recall_before_calibration"]
-    if recall < 0.5:
-        cause = ("some of its held-out retain items score as high as the forget answers (e.g. another subject with "
-                 "the same first name or surname)" if fitted >= 0.5 else
-                 "check params.gate_fit_lr and gate_fit_steps (the detector may not have finished fitting)")
-        print(f"alter: warning: the gate is on for {recall:.0%} of the forget answers it was fitted on "
-              f"({fitted:.0%} before its calibration raised the thresholds by up to "
-              f"{max(facts['threshold_shift']):.3g}); the forget heads will act on few forget tokens: {cause}",
-              file=sys.stderr)
+    """A head off on most of its sub-domain's forget answers leaves them unforgotten, and the run would say nothing.
+    Seen at a low fitting rate, where the calibration had to raise the thresholds far (docs/method.md, "The lower
+    fitting rate on held-out units"), after a complete fit on world 6, whose calibration items include a retain
+    author who shares a surname with a forget author (docs/method.md, "What stands in the way"), and for one head of
+    two on world 11 with `train.context_plain_format=false`, where the gate's overall recall (50%) hid it
+    (docs/method.md, "Training contexts without the plain format")."""
+    per_head, fitted = facts["forget_answer_recall_per_head"], facts["forget_answer_recall_per_head_before_calibration"]
+    missed = [head for head, recall in enumerate(per_head) if recall < 0.5]
+    if not missed:
+        return
+    worst = min(missed, key=per_head.__getitem__)
+    cause = ("some of its held-out retain items score as high as the forget answers (e.g. another subject with "
+             "the same first name or surname)" if fitted[worst] >= 0.5 else
+             "check params.gate_fit_lr and gate_fit_steps (the detector may not have finished fitting)")
+    print(f"alter: warning: the gate is on for {facts['forget_answer_recall']:.0%} of the forget answers it was "
+          f"fitted on, head {worst} for {per_head[worst]:.0%} of its sub-domain's ({fitted[worst]:.0%} before its "
+          f"calibration raised its threshold by {facts['threshold_shift'][worst]:.3g}); {len(missed)} of "
+          f"{len(per_head)} forget heads will act on few of their forget tokens: {cause}", file=sys.stderr)
 
 
 def _chat_features(setup: Setup, params: ALTERParams, items: list[int], count: int, reads: int) -> list[np.ndarray]:

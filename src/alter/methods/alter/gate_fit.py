@@ -106,12 +106,14 @@ def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts
         hard |= firing
         hard_negatives.append(int(firing.any(-1).sum()))
     with torch.no_grad():
-        recall_fitted, _ = _fit_rates(gate, buckets, mean, std, len(forget))
+        recall_fitted, per_head_fitted = _recalls(*_fit_rates(gate, buckets, mean, std, len(forget))[:2])
         shift = _calibration_shift(gate, calibration, false_fire) if calibration else torch.zeros(heads)
         gate.detector.bias.sub_(shift)
-        recall, retain_fire_rate = _fit_rates(gate, buckets, mean, std, len(forget))
+        recalled, answers, retain_fire_rate = _fit_rates(gate, buckets, mean, std, len(forget))
+        recall, per_head = _recalls(recalled, answers)
     facts = {"loss": loss, "forget_answer_recall": recall, "forget_answer_recall_before_calibration": recall_fitted,
-             "retain_fire_rate": retain_fire_rate, "items": {"forget": len(forget), "retain": len(retain)},
+             "forget_answer_recall_per_head": per_head,
+             "forget_answer_recall_per_head_before_calibration": per_head_fitted, "retain_fire_rate": retain_fire_rate, "items": {"forget": len(forget), "retain": len(retain)},
              "steps": steps, "lr": lr, "draws": draws, "threshold_shift": shift.tolist(),
              "hard_negatives": hard_negatives}
     if calibration:
@@ -173,17 +175,23 @@ def _fit_detector(buckets: list, features: int, heads: int, total_weight: torch.
 
 
 def _fit_rates(gate: ContentGate, buckets: list, mean: torch.Tensor, std: torch.Tensor, forget_count: int):
-    """Share of the fit's forget answer positions where the item's own head is on, and of its retain positions where
-    any head is on."""
+    """Per head, the share of its sub-domain's forget answer positions (in the fit) where it is on; and the share of
+    the fit's retain positions where any head is on."""
     recalled, answers, retain_fired, retain_positions = 0, 0, 0, 0
     for rows, x, mask, target, seen in buckets:
         fired = gate.pooled_scores(x * std + mean, mask) > 0
         answer = (target > 0) & (seen > 0)
-        recalled, answers = recalled + int(fired[answer].sum()), answers + int(answer.sum())
+        recalled, answers = recalled + (fired & answer).sum((0, 1)), answers + answer.sum((0, 1))
         is_retain = torch.as_tensor(rows >= forget_count)
         retain_fired += int(fired[is_retain].any(-1)[mask[is_retain]].sum())
         retain_positions += int(mask[is_retain].sum())
-    return recalled / max(answers, 1), retain_fired / max(retain_positions, 1)
+    return torch.as_tensor(recalled), torch.as_tensor(answers), retain_fired / max(retain_positions, 1)
+
+
+def _recalls(recalled: torch.Tensor, answers: torch.Tensor) -> tuple[float, list[float]]:
+    """The share over every head's answer positions, and each head's own (1.0 for a head with no positions)."""
+    per_head = torch.where(answers > 0, recalled / answers.clamp_min(1), 1.0)
+    return float(recalled.sum() / answers.sum().clamp_min(1)), per_head.tolist()
 
 
 def _item_maxima(gate: ContentGate, items: list[np.ndarray]) -> torch.Tensor:
