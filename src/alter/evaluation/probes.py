@@ -10,7 +10,7 @@ Each family changes one thing about how a question reaches the model (docs/metri
 - `plain`: the plain `Question: ... Answer:` format instead of the chat template.
 The sentences below appear nowhere else in alter: not in training data, recipes or gate fitting. The plain format
 itself is not out of sample for a run with `train.context_variants` > 1 (ALTER's default): it is one of the
-training contexts (`data/contexts.py`).
+training contexts (`data/contexts.py`) unless `train.context_plain_format` is false.
 """
 
 from __future__ import annotations
