@@ -113,7 +113,8 @@ def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts
         recall, per_head = _recalls(recalled, answers)
     facts = {"loss": loss, "forget_answer_recall": recall, "forget_answer_recall_before_calibration": recall_fitted,
              "forget_answer_recall_per_head": per_head,
-             "forget_answer_recall_per_head_before_calibration": per_head_fitted, "retain_fire_rate": retain_fire_rate, "items": {"forget": len(forget), "retain": len(retain)},
+             "forget_answer_recall_per_head_before_calibration": per_head_fitted, "retain_fire_rate": retain_fire_rate,
+             "items": {"forget": len(forget), "retain": len(retain)},
              "steps": steps, "lr": lr, "draws": draws, "threshold_shift": shift.tolist(),
              "hard_negatives": hard_negatives}
     if calibration:
