@@ -12,7 +12,7 @@ from alter.adapters.layer import AlterLayer, Routing, RoutingSlot, route_weights
 from alter.adapters.model import AlterModel
 from alter.data.batching import WIDTH_MULTIPLE, UnlearnBatches, collate
 from alter.data.contexts import encode_variants
-from alter.data.formatting import encode_qa
+from alter.data.formatting import Context, encode_qa
 from alter.data.sources import from_tofu
 from alter.data.splits import FEW_SHOT_TURNS
 from alter.data.subjects import name_swapped_forget_rows
@@ -980,6 +980,41 @@ def test_kl_in_contexts_is_nll_on_rows_in_their_own_format_and_kl_in_the_others(
     assert retain_loss(random_heads, "kl_in_contexts", [4, 11]) == pytest.approx(
         retain_loss(random_heads, "kl", [4, 11]), rel=1e-5)
     assert retain_loss(random_heads, "kl", [4, 11]) > 1e-4  # the random heads move the adapted model off the target
+
+
+def test_without_plain_nll_rows_in_the_plain_format_learn_no_nll(tiny_runs, small_world, random_alter_adapter):
+    """With `plain_nll` off, rows in the plain format (flagged per item) add nothing to Phase I's NLL, forget and
+    retain rows alike, and Phase II holds retain rows in that format at the target by KL; the other rows keep NLL.
+    References: the same losses over the batch without the plain rows, and the `kl` loss over the plain rows. The
+    flags alone decide; the flagged items carry a system line, so that they differ from the others (the tiny
+    tokenizer has no chat template: every item of it is in the plain format)."""
+    model, tokenizer = fresh_target(tiny_runs)
+    adapter = random_alter_adapter(model, seed=1, router="none")
+    data = TofuData(str(small_world))
+    rows = {split: data.load(split)[:2] for split in ("forget10", "retain90")}
+    items = {kind: [encode_qa(tokenizer, row["question"], row["answer"], context)
+                    for row in rows[split] for context in (Context(), Context(system="Be brief.", template=False))]
+             for kind, split in (("forget", "forget10"), ("retain", "retain90"))}
+    plain = {kind: [False, True, False, True] for kind in items}  # row r's own format at 2r, the other at 2r + 1
+    entropies = {kind: [torch.full((len(i.input_ids),), 2.0) for i in kind_items] for kind, kind_items in items.items()}
+
+    def losses(indices: list[int], plain_nll: bool, retain_loss: str = "nll") -> dict:
+        objective = ALTERObjective(adapter, ALTERParams(router="none", retain_loss=retain_loss, plain_nll=plain_nll),
+                                   entropies, torch.tensor([0, 0, 1, 1]), threshold=1.0, plain=plain)
+        batch = {kind: collate([items[kind][i] for i in indices], tokenizer.pad_token_id) for kind in items}
+        batch |= {f"{kind}_index": torch.tensor(indices) for kind in items}
+        with torch.no_grad():
+            return objective.phase1(model, batch)[1] | objective.phase2(model, batch)[1]
+
+    every, own, in_plain = losses([0, 1, 2, 3], False), losses([0, 2], True), losses([1, 3], True, "kl")
+    assert every["phase1_nll"] == pytest.approx(own["phase1_nll"], rel=1e-5)
+    assert losses([0, 1, 2, 3], True)["phase1_nll"] != pytest.approx(own["phase1_nll"], rel=1e-3)
+    own_tokens, plain_tokens = (predicts_answer(collate([items["retain"][i] for i in indices], 0)["labels"]).sum().item()
+                                for indices in ([0, 2], [1, 3]))
+    assert in_plain["retain_loss"] > 1e-4  # the random heads move the adapted model off the target
+    assert every["retain_loss"] == pytest.approx(
+        (own_tokens * own["retain_loss"] + plain_tokens * in_plain["retain_loss"]) / (own_tokens + plain_tokens),
+        rel=1e-4)
 
 
 def test_content_routes_read_every_head_the_gate_switches_on_and_train_only_the_own_head():

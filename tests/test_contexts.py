@@ -1,12 +1,19 @@
 """Context augmentation: training contexts never meet the evaluation's probes, and batches go over rows once per
 epoch, each in one of its contexts."""
 
+from dataclasses import replace
+
+import pytest
 import torch
 
 from alter.data.batching import UnlearnBatches
 from alter.data.contexts import all_sentences, encode_variants, row_contexts
-from alter.data.formatting import DEFAULT_CONTEXT, EncodedQA
+from alter.data.formatting import DEFAULT_CONTEXT, Context, EncodedQA, encode_qa
+from alter.data.sources import from_tofu
 from alter.evaluation import probes
+from alter.methods import get_method
+from alter.training import unlearn as unlearn_module
+from alter.training.recipe import build_recipe
 
 
 def test_no_training_context_sentence_is_a_probe_sentence():
@@ -54,3 +61,29 @@ def test_without_the_plain_format_no_row_is_trained_without_the_chat_template():
     kinds = {(context.system is not None, bool(context.prefix), bool(context.history)) for context in without}
     assert kinds == {(False, False, False), (True, False, False), (False, True, False), (False, False, True),
                      (True, True, False)}  # its own format and the four other kinds are all still drawn
+
+
+def test_unlearn_flags_exactly_the_items_it_encoded_without_the_chat_template(small_world, tmp_path, monkeypatch):
+    """The method's setup says which items are in the plain format (`params.plain_nll` reads it): compared with
+    each row's own encoding in the plain format, under SmolLM2's tokenizer, which has a chat template."""
+    class Prepared(Exception):
+        pass
+
+    def capture(setup):
+        captured.append(setup)
+        raise Prepared
+
+    captured = []
+    monkeypatch.setattr(unlearn_module, "get_method", lambda name: replace(get_method(name), prepare=capture))
+    data = from_tofu(str(small_world), "forget10", "retain90")
+    with pytest.raises(Prepared):
+        unlearn_module.unlearn("smollm2", data, build_recipe("alter", None, ["train.context_variants=3"]),
+                               str(tmp_path / "u"))
+    setup = captured[0]
+    for kind, rows in (("forget", data.forget), ("retain", data.retain)):
+        items, flags = getattr(setup, kind), setup.plain[kind]
+        assert len(flags) == len(items) == 3 * len(rows) and 0 < sum(flags) < len(rows)
+        for index, (item, flag) in enumerate(zip(items, flags)):
+            row = rows[index // 3]
+            plain = encode_qa(setup.tokenizer, row["question"], row["answer"], Context(template=False))
+            assert (item.input_ids == plain.input_ids) == flag

@@ -54,6 +54,12 @@ def row_contexts(row: int, variants: int, seed: int, plain_format: bool = True) 
     return [DEFAULT_CONTEXT] + [sampled_context(rng, plain_format) for _ in range(variants - 1)]
 
 
+def plain_items(rows: int, variants: int, seed: int, plain_format: bool = True) -> list[bool]:
+    """Per item of `encode_variants` (same order and draws): whether it is in the sampled plain format."""
+    return [not context.template for index in range(rows)
+            for context in row_contexts(index, variants, seed, plain_format)]
+
+
 def all_sentences() -> list[str]:
     return [*SYSTEM_PROMPTS, *PREFIXES, *(text for turn in TURNS for text in turn)]
 

@@ -16,7 +16,7 @@ import torch
 from accelerate.utils import DistributedType
 
 from alter.data.batching import UnlearnBatches, width_multiple
-from alter.data.contexts import encode_variants
+from alter.data.contexts import encode_variants, plain_items
 from alter.data.formatting import encode_qa, encode_rows
 from alter.data.sources import UnlearnData
 from alter.data.subjects import name_swapped_forget_rows
@@ -56,8 +56,11 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
         plain = config.context_plain_format
         forget_items = encode_variants(tokenizer, data.forget, variants, config.seed, plain)
         retain_items = encode_variants(tokenizer, data.retain, variants, config.seed + 1, plain)
+        plain_rows = {"forget": plain_items(len(data.forget), variants, config.seed, plain),
+                      "retain": plain_items(len(data.retain), variants, config.seed + 1, plain)}
     else:
         forget_items, retain_items = encode_rows(tokenizer, data.forget), encode_rows(tokenizer, data.retain)
+        plain_rows = {}
     idk_items = None
     if method.needs_idk:
         if any("text" in row for row in data.forget):
@@ -81,7 +84,8 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
                   unseen=encode_rows(tokenizer, data.unseen),
                   retain_turns=[] if text_rows else [(row["question"], row["answer"]) for row in data.retain],
                   name_swaps=[] if text_rows else [(row["question"], row["answer"])
-                                                   for row in name_swapped_forget_rows(data, config.seed)])
+                                                   for row in name_swapped_forget_rows(data, config.seed)],
+                  plain={} if windows else plain_rows)
     base_linears = {id(m) for m in model.modules() if isinstance(m, torch.nn.Linear)}
     preparing = time.perf_counter()
     plan = method.prepare(setup)

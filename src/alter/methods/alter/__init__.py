@@ -83,7 +83,7 @@ def prepare(setup: Setup) -> Plan:
     retain.features = None  # the states the gate read: no longer needed, and the largest thing prepare holds
     objective = ALTERObjective(adapter, params, {"forget": forget.entropy, "retain": retain.entropy},
                                torch.as_tensor(domains), entropy.threshold, gate_weights, _end_ids(setup), floors,
-                               setup.variants)
+                               setup.variants, setup.plain)
     phases = [Phase("phase1", objective.phase1, [{"params": adapter.parameters("lora_A"), "lr": params.lr_a},
                                                 {"params": adapter.parameters("retain_B"), "lr": params.lr_b}],
                     epochs=params.phase1_epochs),
@@ -134,7 +134,7 @@ def prepare_request(setup: Setup, params: ALTERParams) -> Plan:
     retain.features = None
     objective = ALTERObjective(adapter, params, {"forget": forget.entropy, "retain": retain.entropy},
                                torch.as_tensor(domains + earlier_heads), entropy.threshold, gate_weights,
-                               _end_ids(setup), floors, setup.variants)
+                               _end_ids(setup), floors, setup.variants, setup.plain)
     heads = adapter.parameters("forget_B")
     for parameter in heads:  # earlier requests' heads receive no gradient, hence no update
         parameter.register_hook(lambda grad: torch.cat([torch.zeros_like(grad[:earlier_heads]), grad[earlier_heads:]]))

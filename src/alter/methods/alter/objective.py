@@ -63,14 +63,15 @@ class ALTERObjective:
     for the content gate, `gate_weights[kind][i]` (its forget-head weights at each position, [tokens, N]).
     `end_ids`: the tokenizer's special tokens, which the forget loss leaves alone (`forget_positions`). `floors`: per
     forget row, the mean answer log-probability the forget loss holds it at (floor.py): below it, the loss pulls the
-    row back up; None: no floor."""
+    row back up; None: no floor. `plain[kind]`: per item, whether it is in the sampled plain format."""
 
     def __init__(self, adapter: AlterModel, params: ALTERParams, entropies: dict, domains: torch.Tensor,
                  threshold: float, gate_weights: dict | None = None, end_ids: tuple[int, ...] = (),
-                 floors: torch.Tensor | None = None, variants: int = 1):
+                 floors: torch.Tensor | None = None, variants: int = 1, plain: dict | None = None):
         self.adapter, self.params, self.entropies, self.variants = adapter, params, entropies, variants
         self.domains, self.threshold, self.gate_weights, self.end_ids = domains, threshold, gate_weights, end_ids
         self.floors = floors
+        self.plain = {kind: torch.as_tensor(flags, dtype=torch.bool) for kind, flags in (plain or {}).items()}
         self.heads = adapter.config.forget_heads
 
     @staticmethod
@@ -86,6 +87,12 @@ class ALTERObjective:
         if not self.params.entropy_guidance:
             return torch.zeros_like(valid)
         return (self._rows(self.entropies[kind], index, batch).to(valid.device) > self.threshold) & valid
+
+    def without_nll(self, kind: str, index: torch.Tensor) -> torch.Tensor:
+        """Per row of the batch: no NLL here (a row in the plain format, with `plain_nll` off)."""
+        if self.params.plain_nll or kind not in self.plain:
+            return torch.zeros(len(index), dtype=torch.bool)
+        return self.plain[kind][index.cpu()]
 
     def _gate(self, kind: str, index: torch.Tensor, batch: dict) -> torch.Tensor:
         """The fitted content gate's forget-head weights, [rows, seq, N]."""
@@ -104,9 +111,10 @@ class ALTERObjective:
 
     def phase1(self, model, batch: dict):
         """A (and B_r) learn next-token NLL on high-entropy answer tokens; the forget heads are off."""
-        parts = [batch["forget"], batch["retain"]]
-        high = [self.high(kind, batch[f"{kind}_index"], part) for kind, part in zip(("forget", "retain"), parts)]
-        a_grad = [self._a_mask(h, part) for h, part in zip(high, parts)]
+        kinds, parts = ("forget", "retain"), [batch["forget"], batch["retain"]]
+        high = [self.high(kind, batch[f"{kind}_index"], part) for kind, part in zip(kinds, parts)]
+        a_grad = [self._a_mask(h, part) & ~self.without_nll(kind, batch[f"{kind}_index"]).to(h.device)[:, None]
+                  for kind, h, part in zip(kinds, high, parts)]
         retain_grad = [a_grad[0] & self.params.retain_head_on_forget, a_grad[1]]
         joint = joined_batch(parts)
         joint_a = pad_rows(a_grad, False)
@@ -196,19 +204,21 @@ class ALTERObjective:
                       "forget_rows_pulled": (direction < 0).float().mean().item()}
 
     def _retain_loss(self, model, retain: dict, logits: torch.Tensor, start: int, index: torch.Tensor) -> torch.Tensor:
-        """Per retain answer token: NLL (`nll`), KL(target || adapted) (`kl`), or, for `kl_in_contexts`, NLL on the
-        rows in their own format and KL on the rows in a sampled training context, where NLL would teach the retain
-        head answers in formats the target was not trained on (the `plain` probe; docs/method.md)."""
+        """Per retain answer token: NLL (`nll`), KL(target || adapted) (`kl`), or NLL on some rows and KL on the
+        others, where NLL would teach the retain head answers in formats the target was not trained on (the `plain`
+        probe; docs/method.md): for `kl_in_contexts`, KL on the rows in a sampled training context; with `plain_nll`
+        off, KL on the rows in the plain format."""
         answer = predicts_answer(retain["labels"])[:, start:]
         targets = next_labels(retain["labels"])[:, start:]
         kind = self.params.retain_loss
-        if kind == "nll":
+        if kind == "nll" and self.params.plain_nll:
             return masked_nll(logits, targets, answer)
         if kind == "kl":
             return masked_kl(self._frozen(model, retain, start), logits, answer)
         # every rank runs the frozen pass on every step, so that sharded ranks (FSDP) stay in step
         frozen = self._frozen(model, retain, start)
-        in_context = (index % self.variants != 0).to(answer.device)[:, None]
+        held = self.without_nll("retain", index) | ((index.cpu() % self.variants != 0) & (kind == "kl_in_contexts"))
+        in_context = held.to(answer.device)[:, None]
         own, other = answer & ~in_context, answer & in_context
         nll = masked_nll(logits, targets, own)
         kl = masked_kl(frozen, logits, other)

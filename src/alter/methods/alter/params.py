@@ -54,6 +54,8 @@ class ALTERParams:
     forget_weight: float = 1.0
     retain_loss: str = "nll"  # Phase II on retain answers: "nll" (paper), "kl": KL(target || adapted), or
     # "kl_in_contexts": NLL on rows in their own format, KL on them in the sampled training contexts
+    plain_nll: bool = True  # rows in the sampled plain format (no chat template) learn by NLL; false: none in Phase I,
+    # KL(target || adapted) for retain rows in Phase II, so the retain head learns no format the target was not tuned in
     retain_weight: float = 1.0
     regulariser_weight: float = 0.01
     router_weight: float = 1.0
