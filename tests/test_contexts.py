@@ -63,9 +63,8 @@ def test_without_the_plain_format_no_row_is_trained_without_the_chat_template():
                      (True, True, False)}  # its own format and the four other kinds are all still drawn
 
 
-def test_unlearn_flags_exactly_the_items_it_encoded_without_the_chat_template(small_world, tmp_path, monkeypatch):
-    """The method's setup says which items are in the plain format (`params.plain_nll` reads it): compared with
-    each row's own encoding in the plain format, under SmolLM2's tokenizer, which has a chat template."""
+def prepared_setup(model: str, data, out, monkeypatch):
+    """The `Setup` that `alter unlearn --method alter` hands the method (the run stops there)."""
     class Prepared(Exception):
         pass
 
@@ -75,11 +74,16 @@ def test_unlearn_flags_exactly_the_items_it_encoded_without_the_chat_template(sm
 
     captured = []
     monkeypatch.setattr(unlearn_module, "get_method", lambda name: replace(get_method(name), prepare=capture))
-    data = from_tofu(str(small_world), "forget10", "retain90")
     with pytest.raises(Prepared):
-        unlearn_module.unlearn("smollm2", data, build_recipe("alter", None, ["train.context_variants=3"]),
-                               str(tmp_path / "u"))
-    setup = captured[0]
+        unlearn_module.unlearn(model, data, build_recipe("alter", None, ["train.context_variants=3"]), str(out))
+    return captured[0]
+
+
+def test_unlearn_flags_exactly_the_items_it_encoded_without_the_chat_template(small_world, tmp_path, monkeypatch):
+    """The method's setup says which items are in the plain format (`params.plain_nll` reads it): compared with
+    each row's own encoding in the plain format, under SmolLM2's tokenizer, which has a chat template."""
+    data = from_tofu(str(small_world), "forget10", "retain90")
+    setup = prepared_setup("smollm2", data, tmp_path / "u", monkeypatch)
     for kind, rows in (("forget", data.forget), ("retain", data.retain)):
         items, flags = getattr(setup, kind), setup.plain[kind]
         assert len(flags) == len(items) == 3 * len(rows) and 0 < sum(flags) < len(rows)
@@ -87,3 +91,9 @@ def test_unlearn_flags_exactly_the_items_it_encoded_without_the_chat_template(sm
             row = rows[index // 3]
             plain = encode_qa(setup.tokenizer, row["question"], row["answer"], Context(template=False))
             assert (item.input_ids == plain.input_ids) == flag
+
+
+def test_without_a_chat_template_no_item_is_flagged_plain(tiny_runs, small_world, tmp_path, monkeypatch):
+    """The tiny tokenizer has no chat template: the plain format is every row's own, so nothing is flagged."""
+    data = from_tofu(str(small_world), "forget10", "retain90")
+    assert prepared_setup(str(tiny_runs / "target"), data, tmp_path / "u", monkeypatch).plain == {}

@@ -17,7 +17,7 @@ from accelerate.utils import DistributedType
 
 from alter.data.batching import UnlearnBatches, width_multiple
 from alter.data.contexts import encode_variants, plain_items
-from alter.data.formatting import encode_qa, encode_rows
+from alter.data.formatting import encode_qa, encode_rows, has_chat_template
 from alter.data.sources import UnlearnData
 from alter.data.subjects import name_swapped_forget_rows
 from alter.errors import UserError
@@ -56,8 +56,10 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
         plain = config.context_plain_format
         forget_items = encode_variants(tokenizer, data.forget, variants, config.seed, plain)
         retain_items = encode_variants(tokenizer, data.retain, variants, config.seed + 1, plain)
+        # without a chat template the plain format is the rows' own: nothing is in a format the target lacks
         plain_rows = {"forget": plain_items(len(data.forget), variants, config.seed, plain),
-                      "retain": plain_items(len(data.retain), variants, config.seed + 1, plain)}
+                      "retain": plain_items(len(data.retain), variants, config.seed + 1, plain)} \
+            if has_chat_template(tokenizer) else {}
     else:
         forget_items, retain_items = encode_rows(tokenizer, data.forget), encode_rows(tokenizer, data.retain)
         plain_rows = {}

@@ -218,8 +218,8 @@ class ALTERObjective:
         # every rank runs the frozen pass on every step, so that sharded ranks (FSDP) stay in step
         frozen = self._frozen(model, retain, start)
         held = self.without_nll("retain", index) | ((index.cpu() % self.variants != 0) & (kind == "kl_in_contexts"))
-        in_context = held.to(answer.device)[:, None]
-        own, other = answer & ~in_context, answer & in_context
+        held = held.to(answer.device)[:, None]
+        own, other = answer & ~held, answer & held
         nll = masked_nll(logits, targets, own)
         kl = masked_kl(frozen, logits, other)
         return (own.sum() * nll + other.sum() * kl) / answer.sum().clamp(min=1)
