@@ -295,7 +295,7 @@ def test_content_gate_fit_finds_the_token_that_names_the_subject():
 def test_a_calibration_that_silences_the_gate_is_recorded_and_warned_about(capsys):
     """Held-out items that name the forget subjects as the forget items do: the calibration must raise each threshold
     above all of them (fewer than 200 items, so no head may fire on any), which switches the gate off on the forget
-    answers too. The facts keep the recall before and after, and the run warns."""
+    answers too. The facts keep the recall before and after, and the run warns. `min_recall` caps the raise."""
     from alter.methods.alter import _warn_if_gate_misses_forget
 
     rng = np.random.default_rng(0)
@@ -325,6 +325,13 @@ def test_a_calibration_that_silences_the_gate_is_recorded_and_warned_about(capsy
     assert "gate_fit_lr" in capsys.readouterr().err
     _warn_if_gate_misses_forget({**facts, "forget_answer_recall_per_head": [0.9, 0.9]})
     assert capsys.readouterr().err == ""
+
+    for min_recall in (0.9, 1.0):  # the raise is capped: each head stays on at that share of its forget answers
+        capped = fit_content_gate(ContentGate(3, 2), forget, [4] * 12, domains, retain, seed=0,
+                                  calibration=look_alikes, min_recall=min_recall)
+        assert min(capped["forget_answer_recall_per_head"]) >= min_recall
+        assert all(0 < raised < uncapped for raised, uncapped in zip(capped["threshold_shift"],
+                                                                      facts["threshold_shift"]))
 
     one_look_alike = [item(0) for _ in range(20)] + [item(None) for _ in range(20)]  # names only subject 0
     facts = fit_content_gate(ContentGate(3, 2), forget, [4] * 12, domains, retain, seed=0, calibration=one_look_alike)

@@ -201,7 +201,8 @@ def _fit_gate(setup: Setup, params: ALTERParams, forget, domains: np.ndarray, re
                                  [retain[i] for i in fitted] + fit_chats + swaps, setup.seed,
                                  [retain[i] for i in held_out] + held_out_chats, params.gate_false_fire,
                                  steps=params.gate_fit_steps, lr=params.gate_fit_lr, draws=params.gate_fit_draws,
-                                 hard_negative_refits=params.gate_hard_negative_refits)
+                                 hard_negative_refits=params.gate_hard_negative_refits,
+                                 min_recall=params.gate_min_recall)
         facts["chats"] = {"fit": len(fit_chats), "calibration": len(held_out_chats), "turns": params.gate_chat_turns}
         facts["name_swaps"] = len(swaps)
         _warn_if_gate_misses_forget(facts)

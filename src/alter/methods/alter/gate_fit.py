@@ -13,6 +13,8 @@ last hidden state to "no forget head" or a sub-domain (sklearn).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -66,7 +68,7 @@ def content_gate_targets(forget_lengths: list[tuple[int, int]], domains: np.ndar
 def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts: list[int], domains: np.ndarray,
                      retain: list[np.ndarray], seed: int, calibration: list[np.ndarray] | None = None,
                      false_fire: float = 0.01, steps: int = 500, lr: float = 0.1, weight_decay: float = 1e-4,
-                     draws: int = 1, hard_negative_refits: int = 0) -> dict:
+                     draws: int = 1, hard_negative_refits: int = 0, min_recall: float = 0.0) -> dict:
     """Fit `gate.detector` in place on per-item hidden states ([tokens, hidden] each); return fit statistics.
 
     `draws` > 1: that many fits from different initialisations (seeds `seed`, `seed` + 1, ...), their detectors
@@ -80,7 +82,9 @@ def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts
     items as the price (world 7, docs/method.md, "Hard negatives").
     With `calibration` (retain items held out of the fit, e.g. other authors), each head's threshold is then raised
     until at most `false_fire` of those items switch a head on anywhere: the fit's in-sample negatives say little
-    about text it never saw."""
+    about text it never saw. `min_recall` > 0 caps each head's raise so that it stays on at that share (or more) of
+    its own forget answer positions in the fit: a calibration item that shares a name with a forget subject can
+    otherwise raise a threshold past every forget item (world 13, docs/method.md)."""
     arrays = forget + retain
     lengths = [len(a) for a in arrays]
     mean, std = _moments(arrays)
@@ -108,6 +112,8 @@ def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts
     with torch.no_grad():
         recall_fitted, per_head_fitted = _recalls(*_fit_rates(gate, buckets, mean, std, len(forget))[:2])
         shift = _calibration_shift(gate, calibration, false_fire) if calibration else torch.zeros(heads)
+        if min_recall > 0:
+            shift = torch.minimum(shift, _recall_caps(gate, buckets, mean, std, min_recall)).clamp_min(0.0)
         gate.detector.bias.sub_(shift)
         recalled, answers, retain_fire_rate = _fit_rates(gate, buckets, mean, std, len(forget))
         recall, per_head = _recalls(recalled, answers)
@@ -115,7 +121,7 @@ def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts
              "forget_answer_recall_per_head": per_head,
              "forget_answer_recall_per_head_before_calibration": per_head_fitted, "retain_fire_rate": retain_fire_rate,
              "items": {"forget": len(forget), "retain": len(retain)},
-             "steps": steps, "lr": lr, "draws": draws, "threshold_shift": shift.tolist(),
+             "steps": steps, "lr": lr, "draws": draws, "threshold_shift": shift.tolist(), "min_recall": min_recall,
              "hard_negatives": hard_negatives}
     if calibration:
         facts["calibration"] = {"items": len(calibration), "fire_rate": _fire_rate(gate, calibration)}
@@ -187,6 +193,27 @@ def _fit_rates(gate: ContentGate, buckets: list, mean: torch.Tensor, std: torch.
         retain_fired += int(fired[is_retain].any(-1)[mask[is_retain]].sum())
         retain_positions += int(mask[is_retain].sum())
     return torch.as_tensor(recalled), torch.as_tensor(answers), retain_fired / max(retain_positions, 1)
+
+
+def _recall_caps(gate: ContentGate, buckets: list, mean: torch.Tensor, std: torch.Tensor,
+                 min_recall: float) -> torch.Tensor:
+    """Per head, the largest threshold raise that leaves it on at `min_recall` or more of its own forget answer
+    positions in the fit (+inf for a head without any)."""
+    heads = gate.detector.out_features
+    scores = [[] for _ in range(heads)]
+    for _, x, mask, target, seen in buckets:
+        pooled = gate.pooled_scores(x * std + mean, mask)
+        answer = (target > 0) & (seen > 0)
+        for head in range(heads):
+            scores[head].append(pooled[..., head][answer[..., head]])
+    caps = torch.full((heads,), float("inf"))
+    for head, head_scores in enumerate(map(torch.cat, scores)):
+        ranked = head_scores.sort(descending=True).values
+        keep = math.ceil(min_recall * len(ranked) - 1e-9)  # positions that must stay above the raised threshold
+        if keep > 0:  # just below the keep-th highest score (ties stay on), with room for the bias's rounding
+            lowest_kept = ranked[keep - 1].item()
+            caps[head] = lowest_kept - 1e-4 * max(1.0, abs(lowest_kept))
+    return caps
 
 
 def _recalls(recalled: torch.Tensor, answers: torch.Tensor) -> tuple[float, list[float]]:

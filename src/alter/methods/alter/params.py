@@ -61,6 +61,7 @@ class ALTERParams:
     router_weight: float = 1.0
     gate_retain_items: int = 2000  # at most this many retain items (never the evaluation's) fit the gate
     gate_false_fire: float = 0.01  # 'content': thresholds set so at most this share of held-out retain items fire
+    gate_min_recall: float = 0.0  # 'content': no head's raise leaves it on at less than this share of its forget answers
     gate_calibration: str = "subjects"  # 'content': the held-out fifth is the sample's last rows (whole TOFU
     # subjects, unseen by the fit) or "rows" drawn across the sample (every subject's other rows are negatives)
     gate_chats: str = "none"  # 'content': retain chats in the gate's "calibration", or in its fit too ("both")
@@ -102,6 +103,8 @@ class ALTERParams:
         if self.gate_hard_negative_refits < 0:
             raise ValueError(f"params.gate_hard_negative_refits: expected 0 or more, "
                              f"got {self.gate_hard_negative_refits}")
+        if not 0 <= self.gate_min_recall <= 1:
+            raise ValueError(f"params.gate_min_recall: expected a share in [0, 1], got {self.gate_min_recall}")
         if self.gate_fit_draws < 1:
             raise ValueError(f"params.gate_fit_draws: expected at least one fit, got {self.gate_fit_draws}")
         if self.gate_chat_turns < 2:
