@@ -244,7 +244,8 @@ def _warn_if_gate_misses_forget(facts: dict) -> None:
         return
     worst = min(missed, key=per_head.__getitem__)
     cause = ("some of its held-out retain items score as high as the forget answers (e.g. another subject with "
-             "the same first name or surname)" if fitted[worst] >= 0.5 else
+             "the same first name or surname); params.gate_min_recall caps the raise (docs/method.md)"
+             if fitted[worst] >= 0.5 else
              "check params.gate_fit_lr and gate_fit_steps (the detector may not have finished fitting)")
     print(f"alter: warning: the gate is on for {facts['forget_answer_recall']:.0%} of the forget answers it was "
           f"fitted on, head {worst} for {per_head[worst]:.0%} of its sub-domain's ({fitted[worst]:.0%} before its "
