@@ -64,7 +64,8 @@ def test_without_the_plain_format_no_row_is_trained_without_the_chat_template():
 
 
 def prepared_setup(model: str, data, out, monkeypatch):
-    """The `Setup` that `alter unlearn --method alter` hands the method (the run stops there)."""
+    """The `Setup` that `alter unlearn --method alter` hands the method (the run stops there). fp32: an earlier test's
+    accelerator state fixes the process's precision, and the flags do not depend on it."""
     class Prepared(Exception):
         pass
 
@@ -75,7 +76,8 @@ def prepared_setup(model: str, data, out, monkeypatch):
     captured = []
     monkeypatch.setattr(unlearn_module, "get_method", lambda name: replace(get_method(name), prepare=capture))
     with pytest.raises(Prepared):
-        unlearn_module.unlearn(model, data, build_recipe("alter", None, ["train.context_variants=3"]), str(out))
+        recipe = build_recipe("alter", None, ["train.context_variants=3", "train.precision=fp32"])
+        unlearn_module.unlearn(model, data, recipe, str(out))
     return captured[0]
 
 
