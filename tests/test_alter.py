@@ -327,9 +327,15 @@ def test_a_calibration_that_silences_the_gate_is_recorded_and_warned_about(capsy
     assert capsys.readouterr().err == ""
 
     for min_recall in (0.9, 1.0):  # the raise is capped: each head stays on at that share of its forget answers
-        capped = fit_content_gate(ContentGate(3, 2), forget, [4] * 12, domains, retain, seed=0,
+        capped_gate = ContentGate(3, 2)
+        capped = fit_content_gate(capped_gate, forget, [4] * 12, domains, retain, seed=0,
                                   calibration=look_alikes, min_recall=min_recall)
-        assert min(capped["forget_answer_recall_per_head"]) >= min_recall
+        with torch.no_grad():  # read from the fitted gate itself: answer positions 3..7 of each forget item
+            on = [capped_gate.pooled_scores(torch.as_tensor(f)[None])[0, 3:, d] > 0 for f, d in zip(forget, domains)]
+        recall_per_head = [float(torch.cat([o for o, d in zip(on, domains) if d == head]).float().mean())
+                           for head in (0, 1)]
+        assert min(recall_per_head) >= min_recall
+        assert capped["forget_answer_recall_per_head"] == pytest.approx(recall_per_head)
         assert all(0 < raised < uncapped for raised, uncapped in zip(capped["threshold_shift"],
                                                                       facts["threshold_shift"]))
 

@@ -110,13 +110,14 @@ def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts
         hard |= firing
         hard_negatives.append(int(firing.any(-1).sum()))
     with torch.no_grad():
-        recall_fitted, per_head_fitted = _recalls(*_fit_rates(gate, buckets, mean, std, len(forget))[:2])
+        answer_scores, retain_scores = _fit_scores(gate, buckets, mean, std, len(forget))
         shift = _calibration_shift(gate, calibration, false_fire) if calibration else torch.zeros(heads)
         if min_recall > 0:
-            shift = torch.minimum(shift, _recall_caps(gate, buckets, mean, std, min_recall)).clamp_min(0.0)
+            shift = torch.minimum(shift, _recall_caps(answer_scores, min_recall)).clamp_min(0.0)
         gate.detector.bias.sub_(shift)
-        recalled, answers, retain_fire_rate = _fit_rates(gate, buckets, mean, std, len(forget))
-        recall, per_head = _recalls(recalled, answers)
+    recall_fitted, per_head_fitted = _recalls(answer_scores, torch.zeros(heads))
+    recall, per_head = _recalls(answer_scores, shift)
+    retain_fire_rate = float((retain_scores > shift).any(-1).float().mean()) if len(retain_scores) else 0.0
     facts = {"loss": loss, "forget_answer_recall": recall, "forget_answer_recall_before_calibration": recall_fitted,
              "forget_answer_recall_per_head": per_head,
              "forget_answer_recall_per_head_before_calibration": per_head_fitted, "retain_fire_rate": retain_fire_rate,
@@ -181,34 +182,29 @@ def _fit_detector(buckets: list, features: int, heads: int, total_weight: torch.
     return detector, loss
 
 
-def _fit_rates(gate: ContentGate, buckets: list, mean: torch.Tensor, std: torch.Tensor, forget_count: int):
-    """Per head, the share of its sub-domain's forget answer positions (in the fit) where it is on; and the share of
-    the fit's retain positions where any head is on."""
-    recalled, answers, retain_fired, retain_positions = 0, 0, 0, 0
-    for rows, x, mask, target, seen in buckets:
-        fired = gate.pooled_scores(x * std + mean, mask) > 0
-        answer = (target > 0) & (seen > 0)
-        recalled, answers = recalled + (fired & answer).sum((0, 1)), answers + answer.sum((0, 1))
-        is_retain = torch.as_tensor(rows >= forget_count)
-        retain_fired += int(fired[is_retain].any(-1)[mask[is_retain]].sum())
-        retain_positions += int(mask[is_retain].sum())
-    return torch.as_tensor(recalled), torch.as_tensor(answers), retain_fired / max(retain_positions, 1)
-
-
-def _recall_caps(gate: ContentGate, buckets: list, mean: torch.Tensor, std: torch.Tensor,
-                 min_recall: float) -> torch.Tensor:
-    """Per head, the largest threshold raise that leaves it on at `min_recall` or more of its own forget answer
-    positions in the fit (+inf for a head without any)."""
+def _fit_scores(gate: ContentGate, buckets: list, mean: torch.Tensor, std: torch.Tensor,
+                forget_count: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The fitted detector's running max, before any threshold raise: per head, at each of its own forget answer
+    positions in the fit; and [retain positions, N] at every position of the fit's retain items. A raise of head d's
+    threshold by s turns it off exactly where its running max is <= s (the bias moves every score alike)."""
     heads = gate.detector.out_features
-    scores = [[] for _ in range(heads)]
-    for _, x, mask, target, seen in buckets:
+    answer_scores, retain_scores = [[] for _ in range(heads)], []
+    for rows, x, mask, target, seen in buckets:
         pooled = gate.pooled_scores(x * std + mean, mask)
         answer = (target > 0) & (seen > 0)
         for head in range(heads):
-            scores[head].append(pooled[..., head][answer[..., head]])
-    caps = torch.full((heads,), float("inf"))
-    for head, head_scores in enumerate(map(torch.cat, scores)):
-        ranked = head_scores.sort(descending=True).values
+            answer_scores[head].append(pooled[..., head][answer[..., head]])
+        is_retain = torch.as_tensor(rows >= forget_count)
+        retain_scores.append(pooled[is_retain][mask[is_retain]])
+    return [torch.cat(scores) for scores in answer_scores], torch.cat(retain_scores)
+
+
+def _recall_caps(answer_scores: list[torch.Tensor], min_recall: float) -> torch.Tensor:
+    """Per head, the largest threshold raise that leaves it on at `min_recall` or more of its own forget answer
+    positions in the fit (+inf for a head without any)."""
+    caps = torch.full((len(answer_scores),), float("inf"))
+    for head, scores in enumerate(answer_scores):
+        ranked = scores.sort(descending=True).values
         keep = math.ceil(min_recall * len(ranked) - 1e-9)  # positions that must stay above the raised threshold
         if keep > 0:  # just below the keep-th highest score (ties stay on), with room for the bias's rounding
             lowest_kept = ranked[keep - 1].item()
@@ -216,10 +212,13 @@ def _recall_caps(gate: ContentGate, buckets: list, mean: torch.Tensor, std: torc
     return caps
 
 
-def _recalls(recalled: torch.Tensor, answers: torch.Tensor) -> tuple[float, list[float]]:
-    """The share over every head's answer positions, and each head's own (1.0 for a head with no positions)."""
-    per_head = torch.where(answers > 0, recalled / answers.clamp_min(1), 1.0)
-    return float(recalled.sum() / answers.sum().clamp_min(1)), per_head.tolist()
+def _recalls(answer_scores: list[torch.Tensor], shift: torch.Tensor) -> tuple[float, list[float]]:
+    """After raising the thresholds by `shift`: the share of every head's own forget answer positions where it is on,
+    and each head's share (1.0 for a head with no positions)."""
+    on = [int((scores > raise_).sum()) for scores, raise_ in zip(answer_scores, shift.tolist())]
+    counts = [len(scores) for scores in answer_scores]
+    per_head = [hits / count if count else 1.0 for hits, count in zip(on, counts)]
+    return sum(on) / max(sum(counts), 1), per_head
 
 
 def _item_maxima(gate: ContentGate, items: list[np.ndarray]) -> torch.Tensor:
