@@ -243,6 +243,40 @@ def test_content_gate_is_a_running_max_that_padding_never_moves_and_generation_c
     assert torch.equal(torch.cat([first, rest], 1), pooled)  # chunk by chunk = all at once
 
 
+def test_with_turn_starts_the_running_max_restarts_at_each_user_turn():
+    """Scores of one head at 7 positions, user turns opening at positions 2 and 5: the max of each position's own turn
+    so far, by hand; chunk by chunk (the carry) as all at once; a marker of two tokens found where it starts."""
+    scores = torch.tensor([[[0.5], [-1.0], [-2.0], [0.3], [-5.0], [-0.25], [0.1]]])
+    starts = torch.tensor([[False, False, True, False, False, True, False]])
+    pooled = ContentGate.running_max(scores, None, starts)
+    assert pooled[0, :, 0].tolist() == pytest.approx([0.5, 0.5, -2.0, 0.3, 0.3, -0.25, 0.1])
+    assert ContentGate.running_max(scores, None, torch.zeros_like(starts)).equal(ContentGate.running_max(scores, None))
+    for cut in range(1, 7):
+        first = ContentGate.running_max(scores[:, :cut], None, starts[:, :cut])
+        rest = ContentGate.running_max(scores[:, cut:], first[:, -1], starts[:, cut:])
+        assert torch.cat([first, rest], 1)[0, :, 0].tolist() == pytest.approx(pooled[0, :, 0].tolist())
+    ids = torch.tensor([[7, 8, 3, 7, 8, 7], [8, 7, 8, 8, 7, 9]])
+    assert ContentGate.turn_starts(ids, [7, 8]).int().tolist() == [[1, 0, 0, 1, 0, 0], [0, 1, 0, 0, 0, 0]]
+    assert not ContentGate.turn_starts(ids[:, :1], [7, 8]).any()  # a chunk shorter than the marker
+
+
+def test_the_user_turn_marker_is_what_opens_each_user_turn_of_an_encoded_chat(tiny_runs):
+    """SmolLM2's template: '<|im_start|>user', once per user turn of a chat the suite encodes; no template: none."""
+    from transformers import AutoTokenizer
+
+    from alter.data.formatting import user_turn_marker
+    from alter.models.smollm2 import smollm2_folder
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_folder())
+    marker = user_turn_marker(tokenizer)
+    assert tokenizer.decode(marker) == "<|im_start|>user"
+    chat = encode_qa(tokenizer, "Q3?", "A3.", Context(history=(("Q1?", "A1."), ("Q2?", "A2."))))
+    starts = ContentGate.turn_starts(torch.tensor([chat.input_ids]), marker)[0]
+    assert int(starts.sum()) == 3 and tokenizer.decode(chat.input_ids[int(starts.nonzero()[-1]):]).startswith(
+        "<|im_start|>user\nQ3?")
+    assert user_turn_marker(fresh_target(tiny_runs)[1]) == []
+
+
 def test_head_mixes_weigh_the_heads_that_are_on_as_documented():
     """Running maxima of three heads at four positions (-inf: padding), their weights by hand per mix."""
     pooled = torch.tensor([[-float("inf")] * 3, [-1.0, -2.0, -0.5], [0.5, -1.0, 2.0], [0.5, 3.0, 3.0]])
@@ -611,9 +645,19 @@ def test_content_gate_adapts_only_layers_from_the_gate_layer_on(tiny_runs):
         AlterModel(fresh_target(tiny_runs)[0], AlterConfig(router="content", gate_layer=5))
 
 
-def test_scoring_records_which_forget_head_acted_on_each_answer_token(tiny_runs, small_world, random_alter_adapter):
+def test_a_turn_reset_without_a_chat_template_is_a_clear_error(tiny_runs, small_world):
+    with pytest.raises(UserError, match="params.gate_turn_reset: the tokenizer has no chat template"):
+        short_alter_run(tiny_runs, small_world, ["params.gate_turn_reset=true", "train.max_steps=1"])
+
+
+@pytest.mark.parametrize("turns", [False, True])
+def test_scoring_records_which_forget_head_acted_on_each_answer_token(turns, tiny_runs, small_world,
+                                                                      random_alter_adapter):
+    """With a turn marker (here the tiny tokenizer's '?', which no chat template gives), the gate restarts there."""
     model, tokenizer = fresh_target(tiny_runs)
     adapter = random_alter_adapter(model, seed=0, router="content")
+    marker = tokenizer("?", add_special_tokens=False)["input_ids"] if turns else []
+    adapter.config.turn_marker = marker
     rows = TofuData(str(small_world)).load("forget10")
     items = [encode_qa(tokenizer, r["question"], r["answer"]) for r in rows]
     hiddens = []
@@ -625,11 +669,16 @@ def test_scoring_records_which_forget_head_acted_on_each_answer_token(tiny_runs,
     with torch.no_grad():  # each head fires on some 3% of tokens
         adapter.gate.detector.bias -= torch.quantile(everything, 0.97, dim=0)
     scores = score_answers(model, items, tokenizer.pad_token_id, precision="fp32")
+    restarted = 0
     for item, score, hidden in zip(items, scores, hiddens):
-        fired = ContentGate.weights(ContentGate.running_max(adapter.gate.scores(hidden, None), None))[0]
+        starts = ContentGate.turn_starts(torch.tensor([item.input_ids]), marker) if marker else None
+        fired = ContentGate.weights(ContentGate.running_max(adapter.gate.scores(hidden, None), None, starts))[0]
         expected = torch.where(fired.sum(-1) > 0, fired.argmax(-1) + 1, 0)
         assert score.route.tolist() == expected[item.prompt_length - 1 : -1].tolist()
+        unbroken = ContentGate.weights(ContentGate.running_max(adapter.gate.scores(hidden, None), None))[0]
+        restarted += int(not torch.equal(fired, unbroken))
     assert len({r for s in scores for r in s.route.tolist()}) > 1
+    assert (restarted > 0) == turns  # the marker changed some item's routes
 
 
 # --- training -----------------------------------------------------------------------------------------------------

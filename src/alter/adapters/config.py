@@ -36,6 +36,9 @@ class AlterConfig:
     head_mix: str = _help("'content': how the forget heads its gate switches on combine at a token: 'sum' (each at "
                           "weight 1, so how far a token is pushed grows with how many fire), 'mean' (each at 1/k of "
                           "the k on), 'strongest' (only the head with the highest score)", default="sum")
+    turn_marker: list[int] = _help("'content': the token ids that open a user turn (from the chat template); the "
+                                   "gate's running max restarts at each, so an earlier exchange does not keep forget "
+                                   "heads on for a later one; empty = it never restarts", default_factory=list)
     top_k_high: int = _help("inference with 'layer'/'shared': high-entropy tokens mix the top-k router outputs",
                             default=3)
     temperature_high: float = _help("router softmax temperature for high-entropy tokens", default=0.8)
@@ -57,6 +60,8 @@ class AlterConfig:
             raise ValueError(f"head_mix: expected one of {', '.join(HEAD_MIXES)}, got {self.head_mix!r}")
         if self.head_mix != "sum" and self.router != "content":
             raise ValueError(f"head_mix: {self.head_mix!r} needs the 'content' router, got {self.router!r}")
+        if self.turn_marker and self.router != "content":
+            raise ValueError(f"turn_marker: needs the 'content' router, got {self.router!r}")
         if self.rank < 1 or self.forget_heads < 1:
             raise ValueError(f"rank and forget_heads must be at least 1, got {self.rank} and {self.forget_heads}")
         if self.router in ("layer", "shared") and not 1 <= self.top_k_high <= self.router_outputs:

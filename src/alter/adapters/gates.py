@@ -5,6 +5,8 @@ one score per forget sub-domain and token, and the gate of sub-domain d is on at
 <= t scored above 0 (a running max). A mention of a forgotten subject switches its head on for the rest of the
 sequence, and text added around it cannot dilute a maximum. Only layers from `gate_layer` on are adapted, so the
 gate reads exactly the frozen model's state in training, scoring and generation alike, with no extra pass.
+With a turn marker (`AlterConfig.turn_marker`, the tokens that open a user turn), the running max restarts at each
+user turn: a mention in an earlier exchange no longer keeps heads on for a later question.
 
 `SharedRouter`: a linear gate on the running mean of the frozen model's last hidden state (positions <= t), the
 previous default; it needs a frozen pass beside every forward.
@@ -30,12 +32,30 @@ class ContentGate(nn.Module):
         return scores
 
     @staticmethod
-    def running_max(scores: torch.Tensor, carry: torch.Tensor | None) -> torch.Tensor:
-        """Max over positions <= t, continuing from `carry` ([batch, N], the max before this chunk)."""
+    def running_max(scores: torch.Tensor, carry: torch.Tensor | None,
+                    starts: torch.Tensor | None = None) -> torch.Tensor:
+        """Max over positions <= t, continuing from `carry` ([batch, N], the max before this chunk); with `starts`
+        ([batch, seq], True where a user turn opens), over the positions from the last start <= t only."""
         if carry is not None:
             scores = torch.cat([carry[:, None], scores], dim=1)
-        pooled = scores.cummax(dim=1).values
+            starts = None if starts is None else torch.cat([torch.zeros_like(starts[:, :1]), starts], dim=1)
+        if starts is None or not starts.any():
+            pooled = scores.cummax(dim=1).values
+        else:  # each turn lifted by a constant far above any score, so the max cannot reach back past its start
+            lift = starts.cumsum(dim=1).double()[..., None] * 1e6
+            pooled = ((scores.double() + lift).cummax(dim=1).values - lift).to(scores.dtype)
         return pooled[:, 1:] if carry is not None else pooled
+
+    @staticmethod
+    def turn_starts(input_ids: torch.Tensor, marker: list[int]) -> torch.Tensor:
+        """[batch, seq], True at the first token of each occurrence of `marker` (within this chunk)."""
+        starts = torch.zeros_like(input_ids, dtype=torch.bool)
+        width = input_ids.shape[1] - len(marker) + 1
+        if width > 0:
+            starts[:, :width] = True
+            for offset, token in enumerate(marker):
+                starts[:, :width] &= input_ids[:, offset : offset + width] == token
+        return starts
 
     @staticmethod
     def weights(pooled: torch.Tensor, mix: str = "sum") -> torch.Tensor:
@@ -49,9 +69,9 @@ class ContentGate(nn.Module):
         return on
 
     def pooled_scores(self, hidden: torch.Tensor, mask: torch.Tensor | None = None,
-                      carry: torch.Tensor | None = None) -> torch.Tensor:
+                      carry: torch.Tensor | None = None, starts: torch.Tensor | None = None) -> torch.Tensor:
         """The running max of the scores ([batch, seq, N]); head d is on where it is above 0 (`weights`)."""
-        return self.running_max(self.scores(hidden, mask), carry)
+        return self.running_max(self.scores(hidden, mask), carry, starts)
 
 
 class SharedRouter(nn.Module):

@@ -5,7 +5,8 @@ from the base (`alter_adapter.safetensors`, `alter_config.json`).
 Routing at inference is one policy for scoring and generation: the forget-head weights of position t are a
 function of the tokens up to t only.
 - 'content': the gate reads the hidden state entering `gate_layer` (frozen, since only later layers are adapted)
-  and keeps a running max per row; generation carries that max from step to step.
+  and keeps a running max per row, restarting at each user turn when the config has a `turn_marker`;
+  generation carries that max from step to step.
 - 'layer' and 'shared' need each token's entropy class, from the frozen model's distribution at that token, and
   'shared' its running mean of the frozen last hidden state: a frozen pass runs beside every forward, with its own
   KV cache during generation, so a decoded token is routed exactly as teacher-forced scoring routes it.
@@ -58,6 +59,7 @@ class AlterModel:
             self.gate.to(device)
         self._frozen_pass = False
         self._mask: torch.Tensor | None = None
+        self._starts: torch.Tensor | None = None
         self._carry = None  # the gate's state at the end of the last chunk of each row (generation)
         self._companion = None  # the frozen pass's KV cache during generation ('layer', 'shared')
         model.register_forward_pre_hook(self._before, with_kwargs=True)
@@ -156,6 +158,7 @@ class AlterModel:
         length = input_ids.shape[1]
         full_mask = kwargs.get("attention_mask")
         self._mask = torch.ones_like(input_ids) if full_mask is None else full_mask[:, -length:]
+        self._starts = ContentGate.turn_starts(input_ids, self.config.turn_marker) if self.config.turn_marker else None
         cache = kwargs.get("cache")
         if cache is None or cache.get_seq_length() == 0:  # a new sequence
             self._carry = None
@@ -189,7 +192,7 @@ class AlterModel:
         if routing is None or routing.training or not self.slot.enabled:
             return None
         hidden = kwargs.get("hidden_states", args[0] if args else None)
-        pooled = self.gate.pooled_scores(hidden, self._mask, self._carry)
+        pooled = self.gate.pooled_scores(hidden, self._mask, self._carry, self._starts)
         self._carry = pooled[:, -1]
         routing.weights = ContentGate.weights(pooled, self.config.head_mix)
         return None

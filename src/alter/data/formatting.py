@@ -54,6 +54,21 @@ def uses_template(tokenizer, context: Context) -> bool:
     return context.template and has_chat_template(tokenizer)
 
 
+def user_turn_marker(tokenizer) -> list[int]:
+    """The tokens that open a user turn in the chat template (SmolLM2: '<|im_start|>user'): what the template adds
+    for a second user message after an exchange, up to the message, without trailing whitespace (which the message
+    itself may merge with). Empty when there is no chat template or the template does not render that way."""
+    if not has_chat_template(tokenizer):
+        return []
+    exchange = [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}]
+    before = tokenizer.apply_chat_template(exchange, tokenize=False)
+    after = tokenizer.apply_chat_template(exchange + [{"role": "user", "content": "Q2"}], tokenize=False)
+    if not after.startswith(before) or "Q2" not in after[len(before):]:
+        return []
+    header = after[len(before):].split("Q2")[0].rstrip()
+    return list(tokenizer(header, add_special_tokens=False)["input_ids"]) if header else []
+
+
 def _chat_ids(tokenizer, messages: list[dict], add_generation_prompt: bool) -> list[int]:
     encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt, tokenize=True)
     return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)

@@ -31,7 +31,7 @@ import torch
 from alter.adapters.config import AlterConfig
 from alter.adapters.gates import ContentGate, SharedRouter
 from alter.adapters.model import AlterModel, default_gate_layer, is_alter_adapter
-from alter.data.formatting import Context, encode_qa
+from alter.data.formatting import Context, encode_qa, user_turn_marker
 from alter.entropy import EntropySettings, threshold_from
 from alter.errors import UserError
 from alter.methods.alter.floor import floor_facts, unseen_floors
@@ -70,7 +70,7 @@ def prepare(setup: Setup) -> Plan:
     entropy.threshold = threshold_from(answer_entropy, params.threshold, params.threshold_quantile)
     config = AlterConfig(rank=params.rank, alpha=params.lora_alpha, forget_heads=clustering["heads"],
                          router=params.router, null_output=params.null_output, gate_layer=params.gate_layer,
-                         head_mix=params.head_mix,
+                         head_mix=params.head_mix, turn_marker=_turn_marker(setup, params),
                          top_k_high=min(params.top_k_high, clustering["heads"] + int(params.null_output)),
                          temperature_high=params.temperature_high, temperature_low=params.temperature_low,
                          entropy=entropy)
@@ -78,8 +78,9 @@ def prepare(setup: Setup) -> Plan:
     adapter = AlterModel(model, config)
     if gate is not None:
         adapter.gate.load_state_dict(gate.state_dict())
-    gate_weights = {kind: _gate_weights(gate, stats.features, params.head_mix)
-                    for kind, stats in (("forget", forget), ("retain", retain))} if params.router == "content" else None
+    gate_weights = {kind: _gate_weights(gate, stats.features, params.head_mix, items, config.turn_marker)
+                    for kind, stats, items in (("forget", forget, setup.forget), ("retain", retain, setup.retain))} \
+        if params.router == "content" else None
     retain.features = None  # the states the gate read: no longer needed, and the largest thing prepare holds
     objective = ALTERObjective(adapter, params, {"forget": forget.entropy, "retain": retain.entropy},
                                torch.as_tensor(domains), entropy.threshold, gate_weights, _end_ids(setup), floors,
@@ -129,8 +130,9 @@ def prepare_request(setup: Setup, params: ALTERParams) -> Plan:
     adapter = AlterModel.load(model, folder)
     earlier_heads = adapter.config.forget_heads
     request = adapter.add_request(new_rows)
-    gate_weights = {kind: _gate_weights(adapter.gate, stats.features, adapter.config.head_mix)
-                    for kind, stats in (("forget", forget), ("retain", retain))}
+    gate_weights = {kind: _gate_weights(adapter.gate, stats.features, adapter.config.head_mix, items,
+                                        adapter.config.turn_marker)
+                    for kind, stats, items in (("forget", forget, setup.forget), ("retain", retain, setup.retain))}
     retain.features = None
     objective = ALTERObjective(adapter, params, {"forget": forget.entropy, "retain": retain.entropy},
                                torch.as_tensor(domains + earlier_heads), entropy.threshold, gate_weights,
@@ -283,12 +285,28 @@ def _name_swap_features(setup: Setup, reads: int) -> list[np.ndarray]:
     return hidden_features(setup.model, items, setup.tokenizer.pad_token_id, setup.precision, reads)
 
 
+def _turn_marker(setup: Setup, params: ALTERParams) -> list[int]:
+    if not params.gate_turn_reset:
+        return []
+    if params.router != "content":
+        raise UserError(f"params.gate_turn_reset: needs params.router=content, got {params.router!r}")
+    marker = user_turn_marker(setup.tokenizer)
+    if not marker:
+        raise UserError("params.gate_turn_reset: the tokenizer has no chat template that marks a user turn")
+    return marker
+
+
 @torch.no_grad()
-def _gate_weights(gate: ContentGate, features: list[np.ndarray], mix: str) -> list[np.ndarray]:
-    """Per item, the fitted content gate's forget-head weights at each position ([tokens, N]), as at inference."""
+def _gate_weights(gate: ContentGate, features: list[np.ndarray], mix: str, items: list, marker: list[int]) -> list:
+    """Per item, the fitted content gate's forget-head weights at each position ([tokens, N]), as at inference (the
+    running max restarting at each user turn when there is a `marker`)."""
     device = gate.detector.weight.device
-    return [ContentGate.weights(gate.pooled_scores(torch.as_tensor(f, device=device)[None])[0], mix).cpu().numpy()
-            for f in features]
+    weights = []
+    for f, item in zip(features, items, strict=True):
+        starts = ContentGate.turn_starts(torch.as_tensor([item.input_ids], device=device), marker) if marker else None
+        pooled = gate.pooled_scores(torch.as_tensor(f, device=device)[None], starts=starts)[0]
+        weights.append(ContentGate.weights(pooled, mix).cpu().numpy())
+    return weights
 
 
 def _histogram(values: np.ndarray, bins: int = 60) -> dict:

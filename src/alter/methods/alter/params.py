@@ -66,6 +66,7 @@ class ALTERParams:
     # subjects, unseen by the fit) or "rows" drawn across the sample (every subject's other rows are negatives)
     gate_chats: str = "none"  # 'content': retain chats in the gate's "calibration", or in its fit too ("both")
     gate_chat_turns: int = 4  # exchanges per chat
+    gate_turn_reset: bool = False  # 'content': the gate's running max restarts at each user turn (chat template)
     gate_name_swaps: bool = False  # 'content': forget rows with another first name or surname among the fit's negatives
     gate_fit_lr: float = 0.1  # 'content': the detector's Adam rate; at 0.1 its fit amplifies rounding (docs/method.md)
     gate_fit_steps: int = 500  # 'content': full-batch Adam steps of the detector's fit
