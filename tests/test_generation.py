@@ -41,8 +41,8 @@ ROUTERS = ("content", "layer", "shared", "none")
 def calibrated_adapter(random_alter_adapter, model, router, prompts):
     """A random adapter whose content gate fires on about 5% of tokens, so it switches on part-way through some
     sequences (prompt or generated) and never in others."""
-    adapter = random_alter_adapter(model, seed=0, router=router, rank=4)
-    if router == "content":
+    adapter = random_alter_adapter(model, seed=0, router=router.removesuffix("+turns"), rank=4)
+    if router.startswith("content"):
         with torch.no_grad(), adapter.disabled():
             hidden = torch.cat([model(input_ids=torch.tensor([p]), output_hidden_states=True)
                                 .hidden_states[adapter.gate_layer][0] for p in prompts])
@@ -50,10 +50,11 @@ def calibrated_adapter(random_alter_adapter, model, router, prompts):
     return adapter
 
 
-@pytest.mark.parametrize("router", ROUTERS)
+@pytest.mark.parametrize("router", (*ROUTERS, "content+turns"))
 def test_teacher_forced_scoring_of_a_generation_equals_the_log_probabilities_seen_while_generating(
         router, tiny_runs, small_world, random_alter_adapter):
-    """One routing policy: every decoded token is routed as scoring routes it in the whole sequence."""
+    """One routing policy: every decoded token is routed as scoring routes it in the whole sequence (with a turn
+    marker, also where a decoded token opens a turn)."""
     from transformers import DynamicCache
 
     from alter.data.formatting import EncodedQA
@@ -62,6 +63,10 @@ def test_teacher_forced_scoring_of_a_generation_equals_the_log_probabilities_see
     model, tokenizer = load_model(str(tiny_runs / "target"))
     prompts = questions(tokenizer, small_world, count=6)
     adapter = calibrated_adapter(random_alter_adapter, model, router, prompts)
+    if router == "content+turns":  # no chat template here: the commonest token of the answers opens a "turn"
+        answers = [tokenizer(row["answer"], add_special_tokens=False)["input_ids"]
+                   for row in TofuData(str(small_world)).load("full")[:6]]
+        adapter.config.turn_marker = [int(torch.tensor(sum(answers, [])).mode().values)]
     items, seen = [], []
     with torch.no_grad():
         for prompt in prompts:
@@ -81,6 +86,8 @@ def test_teacher_forced_scoring_of_a_generation_equals_the_log_probabilities_see
         np.testing.assert_allclose(score.logprobs, logprobs, atol=2e-4)
     routes = {r for s in scored for r in s.route.tolist()}
     assert routes != {0} and (router == "none" or 0 in routes or len(routes) > 1)
+    if router == "content+turns":  # some decoded token restarted the gate
+        assert any(adapter.config.turn_marker[0] in item.answer_ids for item in items)
 
 
 @pytest.mark.parametrize("router", ROUTERS)
