@@ -17,7 +17,8 @@ from alter.training.recipe import build_recipe
 
 
 def test_no_training_context_sentence_is_a_probe_sentence():
-    probe_text = " ".join([probes.INSTRUCTION, probes.SYSTEM_PROMPT, *probes.UNRELATED_TURN]).lower()
+    probe_text = " ".join([probes.INSTRUCTION, probes.SYSTEM_PROMPT, *probes.UNRELATED_TURN,
+                           *probes.FOLLOW_UP_OPENING]).lower()
     for sentence in all_sentences():
         assert sentence.strip().lower() not in probe_text
         words = {w.strip(".,?:!").lower() for w in sentence.split()}

@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 from alter.data.formatting import Context, encode_qa
 from alter.data.tofu import TofuData
-from alter.evaluation.probes import FAMILIES, INSTRUCTION, UNRELATED_TURN
+from alter.evaluation.probes import FAMILIES, FOLLOW_UP_OPENING, INSTRUCTION, UNRELATED_TURN, build_probe
 from alter.models import load_model
 
 
@@ -130,8 +130,42 @@ def test_probe_prompts_are_formatted_as_documented(evaluated, tiny_runs, small_w
         targets = item.input_ids[item.prompt_length:]
         nll = -float(np.mean([logp[item.prompt_length - 1 + t, y] for t, y in enumerate(targets)]))
         assert log[f"forget_probe_{family}"]["items"]["0"]["nll"] == pytest.approx(nll, abs=1e-4), family
+    follow_up = log["forget_probe_follow_up"]["items"]["0"]
+    block = TofuData(str(small_world)).load("forget10_perturbed")[:3]  # the subject: capitalised words all three share
+    words = [{word.strip("?.,").removesuffix("'s") for word in other["question"].split()} for other in block]
+    name = " ".join(word.strip("?.,") for word in row["question"].split()
+                    if word[0].isupper() and all(word.strip("?.,") in other for other in words))
+    assert name in row["question"] and name not in follow_up["question"] and "this author" in follow_up["question"]
+    opening = tuple(text.format(name=name) for text in FOLLOW_UP_OPENING)
+    item = encode_qa(tokenizer, follow_up["question"], row["answer"], Context(history=(opening,)))
+    assert tokenizer.decode(item.input_ids[: item.prompt_length]) == (
+        f"Question: {opening[0]}\nAnswer: {opening[1]}\n\nQuestion: {follow_up['question']}\nAnswer: ")
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([item.input_ids])).logits[0].float(), -1)
+    targets = item.input_ids[item.prompt_length:]
+    assert follow_up["nll"] == pytest.approx(
+        -float(np.mean([logp[item.prompt_length - 1 + t, y] for t, y in enumerate(targets)])), abs=1e-4)
     assert not log["forget_probe_plain"]["items"]  # no chat template: the plain format is the original one
     assert any("probe plain" in note for note in evaluated["target"]["notes"])
+
+
+def test_follow_up_names_the_subject_only_in_an_opening_exchange():
+    rows = [{"question": q, "answer": "a"} for q in (
+        "Where was Ada Okafor born?", "On what date was the writer Ada Okafor born?", "What is Ada Okafor's genre?",
+        "Who is the author born in Lima, Peru?",  # no name in the question: left out, the opening would answer it
+        "Who wrote 'Blue Ink'?", "What does Tom Reyes enjoy?", "Which prize did Tom Reyes win?", "Where does he live?")]
+    probe = build_probe("follow_up", rows, [], None, per_subject=4)
+    assert [row["question"] for row in probe.rows] == [
+        "Where was this author born?", "On what date was this author born?", "What is this author's genre?",
+        "What does this author enjoy?", "Which prize did this author win?"]
+    assert [row["context"].history for row in probe.rows] == [(
+        ("I would like to ask you something about the writer Ada Okafor.",
+         "Certainly. What would you like to know about Ada Okafor?"),)] * 3 + [(
+        ("I would like to ask you something about the writer Tom Reyes.",
+         "Certainly. What would you like to know about Tom Reyes?"),)] * 2
+    assert all(row["answer"] == "a" for row in probe.rows)
+    nameless = build_probe("follow_up", rows[4:5], [], None, per_subject=4)
+    assert nameless.rows is None and "probe follow_up" in nameless.note
 
 
 def test_target_model_remembers_its_forget_set_better_than_the_retain_model(evaluated):

@@ -36,7 +36,7 @@ SUITES = {
          Option(("--retain-logs",), {"help": "the retain model's TOFU_EVAL.json (forget_quality and privleak)"}),
          Option(("--probes",), {"default": "all", "help": "out-of-sample probe families: all (default), none, or a "
                                 "comma list of paraphrased_question, heldout_wording, instruction, system_prompt, "
-                                "conversation, few_shot, plain"}))),
+                                "conversation, few_shot, follow_up, plain"}))),
     "muse": SuiteInfo(
         "muse", "MUSE: verbatim and knowledge memorisation, privacy leakage (MUSE-News/Books or a generated world)",
         "Writes MUSE_EVAL.json and MUSE_SUMMARY.json: forget_verbmem_ROUGE, forget/retain_knowmem_ROUGE, the MIA "
@@ -71,7 +71,7 @@ SUITES = {
          Option(("--answer-column",), {"default": "answer", "help": "answer column of the files"}),
          Option(("--text-column",), {"default": "text", "help": "text column of the files"}),
          Option(("--probes",), {"default": "all", "help": "out-of-sample probe families: all (default), none, or a "
-                                "comma list of instruction, system_prompt, conversation, few_shot, plain"}))),
+                                "comma list of instruction, system_prompt, conversation, few_shot, follow_up, plain"}))),
 }
 
 

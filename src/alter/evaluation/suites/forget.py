@@ -49,7 +49,8 @@ def datasets(options: dict, tokenizer) -> list[DatasetSpec]:
         qa = [row for row in rows if "question" in row]
         families = [f for f in parse_families(options.get("probes", "all")) if f not in QUESTION_FIELDS]
         for family in families if qa else ():
-            probe = build_probe(family, qa, [r for r in retain if "question" in r and r not in qa], tokenizer)
+            # your own files' rows are taken as one request about one subject (follow_up finds its name, if any)
+            probe = build_probe(family, qa, [r for r in retain if "question" in r and r not in qa], tokenizer, len(qa))
             specs.append(_dataset(f"{side}_probe_{family}", probe.rows or [], probe.context,
                                   [probe.note] if probe.note else []))
     holdout = _rows(options, "holdout")
@@ -62,10 +63,10 @@ def _dataset(key: str, rows: list[dict], context, notes=None, generate: bool = T
     def sequences(tokenizer, row):
         if "text" in row:
             return encode_rows(tokenizer, [row])[:1]
-        return [encode_qa(tokenizer, row["question"], row["answer"], context)]
+        return [encode_qa(tokenizer, row["question"], row["answer"], row.get("context", context))]
 
     def prompt(tokenizer, row):
-        return encode_prompt(tokenizer, row["question"], context) if "question" in row else []
+        return encode_prompt(tokenizer, row["question"], row.get("context", context)) if "question" in row else []
 
     qa = bool(rows) and "question" in rows[0]
     return DatasetSpec(key, rows, _item, sequences, Generation(prompt) if qa and generate else None,

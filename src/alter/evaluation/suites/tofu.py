@@ -23,8 +23,8 @@ from alter.evaluation.suites.base import Suite
 from alter.metrics import aggregate, memorization, privacy, probability
 from alter.metrics.rouge import rouge_l
 
-# 3: out-of-sample probes, every likelihood in the per-item log, gate rates, machine facts.
-VERSION = 3
+# 3: out-of-sample probes, every likelihood in the per-item log, gate rates, machine facts; 4: the follow_up probe.
+VERSION = 4
 BASE = (("forget", "paraphrased_answer"), ("retain", "paraphrased_answer"), ("ra", "answer"), ("wf", "answer"))
 TABLE_KEYS = ("forget_quality", "model_utility", "forget_Q_A_Prob", "forget_Q_A_ROUGE", "retain_Q_A_Prob",
               "retain_Q_A_ROUGE", "privleak")
@@ -48,9 +48,10 @@ def datasets(options: dict, tokenizer) -> list[DatasetSpec]:
     families = parse_families(options.get("probes", "all"))
     if families:
         few_shot = _few_shot_rows(data, forget_split, names)
+        per_subject = TofuData.questions_per_author(options["data"])
         for key in ("forget", "retain"):
             for family in families:
-                probe = build_probe(family, data.load(names[key]), few_shot, tokenizer)
+                probe = build_probe(family, data.load(names[key]), few_shot, tokenizer, per_subject)
                 name = f"{key}_probe_{family}"
                 if probe.rows is None:
                     specs.append(DatasetSpec(name, [], _holdout_item, notes=[probe.note]))
@@ -68,10 +69,11 @@ def _few_shot_rows(data: TofuData, forget_split: str, names: dict) -> list[dict]
 def _answer_dataset(key: str, rows: list[dict], correct: str, context: Context, token_view: bool = False) -> DatasetSpec:
     def sequences(tokenizer, row):
         answers = [row["answer"]] + ([] if correct == "answer" else [row[correct]]) + list(row["perturbed_answer"])
-        return [encode_qa(tokenizer, row["question"], answer, context) for answer in answers]
+        return [encode_qa(tokenizer, row["question"], answer, row.get("context", context)) for answer in answers]
 
     return DatasetSpec(key, rows, partial(_answer_item, correct), sequences,
-                       Generation(lambda tokenizer, row: encode_prompt(tokenizer, row["question"], context)),
+                       Generation(lambda tokenizer, row: encode_prompt(tokenizer, row["question"],
+                                                                       row.get("context", context))),
                        token_view=token_view)
 
 
