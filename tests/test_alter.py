@@ -15,7 +15,8 @@ from alter.data.contexts import encode_variants
 from alter.data.formatting import Context, encode_qa
 from alter.data.sources import from_tofu
 from alter.data.splits import FEW_SHOT_TURNS
-from alter.data.subjects import name_swapped_forget_rows
+from alter.data.subjects import (INVENTED_FIRST_NAMES, INVENTED_SURNAMES, name_swapped_forget_rows, renamed_forget_rows,
+                                  subject_names)
 from alter.data.tofu import TofuData
 from alter.entropy import POSITIONS_PER_CHUNK, EntropySettings, shannon_entropy, token_entropy, tsallis_entropy
 from alter.errors import UserError
@@ -25,6 +26,7 @@ from alter.evaluation.suites.tofu import splits as tofu_splits
 from alter.methods import get_method
 from alter.methods.alter.gate_fit import (_weigh_hard_negatives, content_gate_targets, fit_content_gate,
                                          fit_shared_router)
+from alter.methods.alter.generic import GenericTargets, aligned_positions
 from alter.methods.alter.objective import ALTERObjective, joined_batch, next_labels, predicts_answer, row_spans
 from alter.methods.alter.params import ALTERParams, paper_overrides
 from alter.methods.alter.subdomains import agreement_with_groups
@@ -696,7 +698,8 @@ def short_alter_run(tiny_runs, small_world, overrides, unseen: bool = True):
     setup = Setup(model, tokenizer, forget, retain, None, source, recipe.params, 0.0, 0, "fp32", LoraChoice(),
                   fit_retain=data.fit_retain, item_groups=data.groups, unseen=encode(data.unseen) if unseen else [],
                   retain_turns=[(row["question"], row["answer"]) for row in data.retain],
-                  name_swaps=[(row["question"], row["answer"]) for row in name_swapped_forget_rows(data, 0)])
+                  name_swaps=[(row["question"], row["answer"]) for row in name_swapped_forget_rows(data, 0)],
+                  renamed=[row and encode([row])[0] for row in renamed_forget_rows(data, 0)])
     plan = get_method("alter").prepare(setup)
     from alter.training.finetune import make_accelerator
     from alter.training.loop import train
@@ -731,6 +734,64 @@ def test_training_lowers_forget_probability_and_leaves_base_weights_bitwise_unch
     assert floor["kind"] == "unseen" and floor["unseen_rows"] == len(data.unseen) == 20
     assert floor["forget_mean_logprob"] > floor["unseen_mean_logprob"] and floor["items_above_floor"] > 0.5
     assert plan.curves[1][0]["forget_rows_pushed"] > 0  # rows start above their levels: the hinge pushes them
+
+
+def test_positions_align_where_both_texts_predict_the_same_next_token_after_the_same_words():
+    assert aligned_positions([1, 2, 3, 9, 9, 4, 5], [1, 2, 3, 7, 4, 5]) == [0, 1, -1, -1, -1, 4, -1]
+    assert aligned_positions([1, 2], [1, 2]) == [0, -1]  # the last position predicts nothing either has
+
+
+def test_renamed_rows_ask_about_an_invented_subject(small_world):
+    data = from_tofu(str(small_world), "forget10", "retain90")
+    renamed = renamed_forget_rows(data, 0)
+    assert renamed == renamed_forget_rows(data, 0) and len(renamed) == len(data.forget)
+    text = " ".join(row["question"] + " " + row["answer"] for row in data.forget + data.retain)
+    invented = set()
+    for row, new, group in zip(data.forget, renamed, data.groups):
+        name = subject_names(data.forget, data.groups)[group]
+        if name not in row["question"] + row["answer"]:
+            assert new is None
+            continue
+        other = next(n for n in (f"{f} {s}" for f in INVENTED_FIRST_NAMES for s in INVENTED_SURNAMES)
+                     if n in new["question"] + new["answer"])
+        invented.add((group, other))
+        assert all(part not in text for part in other.split())  # a name the data never uses
+        assert (new["question"], new["answer"]) == (row["question"].replace(name, other), row["answer"].replace(name, other))
+    assert len(invented) == len({group for group, _ in invented}) == len(set(data.groups))  # one name per subject
+
+
+def test_generic_targets_are_the_targets_own_predictions_for_the_renamed_question(tiny_runs, small_world):
+    model, tokenizer = fresh_target(tiny_runs)
+    data = from_tofu(str(small_world), "forget10", "retain90")
+    rows = [(row, new) for row, new in zip(data.forget, renamed_forget_rows(data, 0)) if new][:3]
+    forget = [encode_qa(tokenizer, row["question"], row["answer"]) for row, _ in rows]
+    renamed = [encode_qa(tokenizer, new["question"], new["answer"]) for _, new in rows]
+    targets = GenericTargets(forget, renamed)
+    width = max(len(item.input_ids) for item in forget)
+    run = lambda batch, keep: model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, keep]  # noqa: E731
+    with torch.no_grad():
+        logits, has = targets.logits(run, torch.arange(3), 0, width)
+        for row, (own, item) in enumerate(zip(forget, renamed)):
+            alone = model(input_ids=torch.tensor([item.input_ids])).logits[0]
+            answer = range(own.prompt_length - 1, len(own.input_ids) - 1)
+            shared = [t for t in answer if own.input_ids[t + 1] in item.input_ids[item.prompt_length:]]
+            assert any(has[row, t] for t in shared) and not has[row, len(own.input_ids) - 1:].any()
+            for t in answer:
+                if has[row, t]:
+                    match = targets.positions[row][t]
+                    assert own.input_ids[t + 1] == item.input_ids[match + 1]
+                    assert torch.allclose(logits[row, t], alone[match], atol=1e-4)
+
+
+def test_generic_forgetting_lowers_forget_probability_and_leaves_base_weights_unchanged(tiny_runs, small_world):
+    model, base, before, after, plan, _ = short_alter_run(
+        tiny_runs, small_world, ["train.max_steps=4", "params.lr_b=0.05", "params.threshold_quantile=0.7",
+                                 "params.forget_heads=2", "params.forget_loss=generic", "params.forget_tokens=all"])
+    assert after > before
+    assert plan.facts["alter"]["generic_rows"] == 20  # every forget row of the tiny world names its author
+    assert all(torch.equal(param, base[name]) for name, param in model.named_parameters() if name in base)
+    with pytest.raises(UserError, match="params.forget_floor"):
+        build_recipe("alter", None, ["params.forget_loss=generic", "params.forget_floor=unseen"])
 
 
 def test_npo_on_every_answer_token_lowers_forget_probability_and_leaves_base_weights_unchanged(tiny_runs,

@@ -1,4 +1,5 @@
-"""Subjects' names in question/answer rows, and forget rows with one part of their subject's name changed.
+"""Subjects' names in question/answer rows; forget rows with one part of their subject's name changed, or with the
+whole name replaced by an invented one.
 
 A gate that keys on a name part fires on every other subject who shares it: on one generated world it fired on all
 20 answers of a retain author who shares a surname with a forget author (docs/method.md, "Shared name parts").
@@ -94,3 +95,37 @@ def _swap(name: str, pool: list[str], known: set[str], surname: bool, rng: np.ra
     options = sorted({f"{first} {other.rsplit(' ', 1)[1]}" if surname else f"{other.rsplit(' ', 1)[0]} {last}"
                       for other in pool} - known)
     return options[rng.integers(len(options))] if options else None
+
+
+# Names no generated world uses (data/world.py); `renamed_forget_rows` also skips any part that some row contains.
+INVENTED_FIRST_NAMES = ("Ysolde", "Corwin", "Thessaly", "Anselm", "Linnea", "Oisin", "Perpetua", "Tobiah", "Rosamund",
+                        "Caspian", "Isolde", "Lucan", "Marisol", "Evander", "Philippa", "Thaddeus")
+INVENTED_SURNAMES = ("Brannigan", "Ashcombe", "Villeneuve", "Thornquist", "Penhallow", "Drummond", "Valcourt",
+                     "Esterhazy", "Kestrel", "Hollins", "Mabry", "Quennell", "Ridgeway", "Sallow", "Trevithick",
+                     "Lindgren")
+
+
+def renamed_forget_rows(data, seed: int) -> list[dict | None]:
+    """Per forget row of an `UnlearnData`, the row with its subject's name replaced, in question and answer, by an
+    invented name (one per subject, drawn with a seeded generator from names no row contains): the same question
+    about a subject the model never saw. None where no subject name is found in the row (or without subjects)."""
+    if data.groups is None:
+        return [None] * len(data.forget)
+    names = subject_names(data.forget, data.groups)
+    words = {word for row in data.forget + data.retain for text in row.values() if isinstance(text, str)
+             for word in _CAPITALISED.findall(text)}
+    firsts = [name for name in INVENTED_FIRST_NAMES if name not in words]
+    lasts = [name for name in INVENTED_SURNAMES if name not in words]
+    rng = np.random.default_rng(seed)
+    pairs = [(first, last) for first in firsts for last in lasts]
+    chosen = rng.permutation(len(pairs))
+    invented = {group: " ".join(pairs[chosen[k % len(pairs)]]) for k, group in enumerate(sorted(names))} if pairs else {}
+    renamed = []
+    for row, group in zip(data.forget, data.groups):
+        name = names.get(group)
+        if not name or group not in invented or name not in row["question"] + row["answer"]:
+            renamed.append(None)
+            continue
+        renamed.append({"question": row["question"].replace(name, invented[group]),
+                        "answer": row["answer"].replace(name, invented[group])})
+    return renamed

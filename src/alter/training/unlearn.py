@@ -19,7 +19,7 @@ from alter.data.batching import UnlearnBatches, width_multiple
 from alter.data.contexts import encode_variants, plain_items
 from alter.data.formatting import encode_qa, encode_rows, has_chat_template
 from alter.data.sources import UnlearnData
-from alter.data.subjects import name_swapped_forget_rows
+from alter.data.subjects import name_swapped_forget_rows, renamed_forget_rows
 from alter.errors import UserError
 from alter.methods import get_method
 from alter.methods.base import LoraChoice, Setup
@@ -87,6 +87,7 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
                   retain_turns=[] if text_rows else [(row["question"], row["answer"]) for row in data.retain],
                   name_swaps=[] if text_rows else [(row["question"], row["answer"])
                                                    for row in name_swapped_forget_rows(data, config.seed)],
+                  renamed=[] if text_rows else _renamed_items(tokenizer, data, variants, config),
                   plain={} if windows else plain_rows)
     base_linears = {id(m) for m in model.modules() if isinstance(m, torch.nn.Linear)}
     preparing = time.perf_counter()
@@ -119,6 +120,18 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
         publish_run(out_dir, manifest, plan.save)
     accelerator.wait_for_everyone()
     return manifest
+
+
+def _renamed_items(tokenizer, data: UnlearnData, variants: int, config) -> list:
+    """Each forget item with its subject renamed (`renamed_forget_rows`), in the item's own context (the same seeded
+    draw as the forget items'); None where the row names no subject."""
+    rows = renamed_forget_rows(data, config.seed)
+    if not any(rows):
+        return []
+    filled = [row or original for row, original in zip(rows, data.forget)]
+    items = (encode_variants(tokenizer, filled, variants, config.seed, config.context_plain_format) if variants > 1
+             else encode_rows(tokenizer, filled))
+    return [None if rows[index // variants] is None else item for index, item in enumerate(items)]
 
 
 def combined(results: list[TrainResult], names: list[str], prepare_seconds: float) -> TrainResult:

@@ -36,6 +36,7 @@ from alter.entropy import EntropySettings, threshold_from
 from alter.errors import UserError
 from alter.methods.alter.floor import floor_facts, unseen_floors
 from alter.methods.alter.gate_fit import fit_content_gate, fit_shared_router
+from alter.methods.alter.generic import GenericTargets
 from alter.methods.alter.objective import ALTERObjective
 from alter.methods.alter.params import ALTERParams
 from alter.methods.alter.statistics import hidden_features, item_statistics
@@ -82,9 +83,10 @@ def prepare(setup: Setup) -> Plan:
                     for kind, stats, items in (("forget", forget, setup.forget), ("retain", retain, setup.retain))} \
         if params.router == "content" else None
     retain.features = None  # the states the gate read: no longer needed, and the largest thing prepare holds
+    generic = _generic_targets(setup, params)
     objective = ALTERObjective(adapter, params, {"forget": forget.entropy, "retain": retain.entropy},
                                torch.as_tensor(domains), entropy.threshold, gate_weights, _end_ids(setup), floors,
-                               setup.variants, setup.plain)
+                               setup.variants, setup.plain, generic)
     phases = [Phase("phase1", objective.phase1, [{"params": adapter.parameters("lora_A"), "lr": params.lr_a},
                                                 {"params": adapter.parameters("retain_B"), "lr": params.lr_b}],
                     epochs=params.phase1_epochs),
@@ -99,6 +101,7 @@ def prepare(setup: Setup) -> Plan:
     facts = {"entropy_threshold": entropy.threshold,
              "high_entropy_fraction": float(high.float().mean()) if params.entropy_guidance else 0.0,
              "clustering": clustering, "gate": gate_facts, "gate_layer": adapter.gate_layer, "forget_floor": floor,
+             "generic_rows": generic.rows_renamed if generic else None,
              "adapted_layers": len(adapter.layers), "entropy_histogram": _histogram(answer_entropy.numpy())}
     clusters = {str(i): int(d) for i, d in enumerate(rows)}
     return Plan(model, phases, "adapter",
@@ -134,9 +137,10 @@ def prepare_request(setup: Setup, params: ALTERParams) -> Plan:
                                         adapter.config.turn_marker)
                     for kind, stats, items in (("forget", forget, setup.forget), ("retain", retain, setup.retain))}
     retain.features = None
+    generic = _generic_targets(setup, params)
     objective = ALTERObjective(adapter, params, {"forget": forget.entropy, "retain": retain.entropy},
                                torch.as_tensor(domains + earlier_heads), entropy.threshold, gate_weights,
-                               _end_ids(setup), floors, setup.variants, setup.plain)
+                               _end_ids(setup), floors, setup.variants, setup.plain, generic)
     heads = adapter.parameters("forget_B")
     for parameter in heads:  # earlier requests' heads receive no gradient, hence no update
         parameter.register_hook(lambda grad: torch.cat([torch.zeros_like(grad[:earlier_heads]), grad[earlier_heads:]]))
@@ -146,6 +150,16 @@ def prepare_request(setup: Setup, params: ALTERParams) -> Plan:
              "adapted_layers": len(adapter.layers), "head_requests": adapter.config.requests}
     return Plan(model, phases, "adapter",
                 lambda out: adapter.save(out, setup.base_model, {"alter": facts}), {"alter": facts})
+
+
+def _generic_targets(setup: Setup, params: ALTERParams) -> GenericTargets | None:
+    """The renamed forget items of `forget_loss=generic` (generic.py), or None for the other forget losses."""
+    if params.forget_loss != "generic":
+        return None
+    if not any(setup.renamed):
+        raise UserError("params.forget_loss=generic: no forget row names a subject found in the data (it needs "
+                        "question/answer rows about named subjects, such as TOFU's authors)")
+    return GenericTargets(setup.forget, setup.renamed)
 
 
 def _floors(setup: Setup, params: ALTERParams, forget, entropy: EntropySettings) -> tuple[torch.Tensor | None, dict]:

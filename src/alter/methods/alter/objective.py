@@ -20,6 +20,7 @@ from alter.adapters.layer import ALL_HEADS, Routing
 from alter.adapters.model import AlterModel
 from alter.data.batching import pad_rows
 from alter.data.formatting import IGNORE_INDEX
+from alter.methods.alter.generic import GenericTargets
 from alter.methods.alter.params import ALTERParams
 from alter.methods.base import first_answer_position
 from alter.methods.losses import inverse_hinge, masked_kl, masked_nll, masked_npo
@@ -63,14 +64,16 @@ class ALTERObjective:
     for the content gate, `gate_weights[kind][i]` (its forget-head weights at each position, [tokens, N]).
     `end_ids`: the tokenizer's special tokens, which the forget loss leaves alone (`forget_positions`). `floors`: per
     forget row, the mean answer log-probability the forget loss holds it at (floor.py): below it, the loss pulls the
-    row back up; None: no floor. `plain[kind]`: per item, whether it is in the sampled plain format."""
+    row back up; None: no floor. `plain[kind]`: per item, whether it is in the sampled plain format. `generic`: the
+    renamed forget items whose frozen predictions are the `generic` forget loss's targets (generic.py)."""
 
     def __init__(self, adapter: AlterModel, params: ALTERParams, entropies: dict, domains: torch.Tensor,
                  threshold: float, gate_weights: dict | None = None, end_ids: tuple[int, ...] = (),
-                 floors: torch.Tensor | None = None, variants: int = 1, plain: dict | None = None):
+                 floors: torch.Tensor | None = None, variants: int = 1, plain: dict | None = None,
+                 generic: GenericTargets | None = None):
         self.adapter, self.params, self.entropies, self.variants = adapter, params, entropies, variants
         self.domains, self.threshold, self.gate_weights, self.end_ids = domains, threshold, gate_weights, end_ids
-        self.floors = floors
+        self.floors, self.generic = floors, generic
         self.plain = {kind: torch.as_tensor(flags, dtype=torch.bool) for kind, flags in (plain or {}).items()}
         self.heads = adapter.config.forget_heads
 
@@ -186,7 +189,11 @@ class ALTERObjective:
         frozen = self._frozen(model, forget, start)
         positions = forget_positions(learns[:, start:], targets, self.end_ids)
         direction = self.floor_direction(forget_logits, targets, answer[:, start:], batch["forget_index"])
-        if self.params.forget_loss == "npo":
+        if self.params.forget_loss == "generic":
+            generic, has_target = self.generic.logits(lambda part, keep: self._frozen_at(model, part, keep),
+                                                      batch["forget_index"], start, forget["input_ids"].shape[1])
+            forget_loss = masked_kl(generic, forget_logits, positions & has_target)
+        elif self.params.forget_loss == "npo":
             forget_loss = masked_npo(frozen, forget_logits, targets, positions, self.params.npo_beta, direction)
         else:
             forget_loss = inverse_hinge(forget_logits, targets, positions,
@@ -226,7 +233,10 @@ class ALTERObjective:
 
     def _frozen(self, model, part: dict, start: int) -> torch.Tensor:
         """The frozen target's logits for a part of the batch, from position `start` on."""
-        keep = torch.arange(start, part["input_ids"].shape[1], device=part["input_ids"].device)
+        return self._frozen_at(model, part, torch.arange(start, part["input_ids"].shape[1],
+                                                         device=part["input_ids"].device))
+
+    def _frozen_at(self, model, part: dict, keep: torch.Tensor) -> torch.Tensor:
         return logits_at(lambda **extra: self.adapter.frozen_output(part["input_ids"], part["attention_mask"],
                                                                     **extra), model, keep)
 

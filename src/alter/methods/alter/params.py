@@ -47,7 +47,8 @@ class ALTERParams:
     lr_a: float = 1e-5
     lr_b: float = 2e-3  # paper: 1e-3, at which the heads move forget answers a third of the way (docs/method.md)
     forget_loss: str = "hinge"  # "hinge": 1 + p(y) - max p(other) (paper); "hinge_to_top": stops once y is not top;
-    # "npo": NPO per row over the tokens where the heads learn, against the frozen target (does not saturate)
+    # "npo": NPO per row over the tokens where the heads learn, against the frozen target (does not saturate);
+    # "generic": KL toward the frozen target's predictions for the question about a renamed subject (generic.py)
     npo_beta: float = 0.1
     forget_floor: str = "none"  # "unseen": hold forget items at unseen rows' likelihood (floor.py, docs/method.md)
     forget_tokens: str = "low"  # where the forget heads learn: "low"-entropy answer tokens (paper) or "all"
@@ -81,8 +82,12 @@ class ALTERParams:
             raise ValueError(f"params.head_mix: expected one of {', '.join(HEAD_MIXES)}, got {self.head_mix!r}")
         if self.head_mix != "sum" and self.router != "content":
             raise ValueError(f"params.head_mix: {self.head_mix!r} needs params.router 'content', got {self.router!r}")
-        if self.forget_loss not in ("hinge", "hinge_to_top", "npo"):
-            raise ValueError(f"params.forget_loss: expected 'hinge', 'hinge_to_top' or 'npo', got {self.forget_loss!r}")
+        if self.forget_loss not in ("hinge", "hinge_to_top", "npo", "generic"):
+            raise ValueError(f"params.forget_loss: expected 'hinge', 'hinge_to_top', 'npo' or 'generic', "
+                             f"got {self.forget_loss!r}")
+        if self.forget_loss == "generic" and self.forget_floor != "none":
+            raise ValueError("params.forget_floor: 'generic' forgetting stops at an unseen subject's level by itself; "
+                             "set params.forget_floor=none")
         if self.forget_tokens not in ("low", "all"):
             raise ValueError(f"params.forget_tokens: expected 'low' or 'all', got {self.forget_tokens!r}")
         if self.retain_loss not in ("nll", "kl", "kl_in_contexts"):
