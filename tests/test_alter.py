@@ -26,7 +26,7 @@ from alter.evaluation.suites.tofu import splits as tofu_splits
 from alter.methods import get_method
 from alter.methods.alter.gate_fit import (_weigh_hard_negatives, content_gate_targets, fit_content_gate,
                                          fit_shared_router)
-from alter.methods.alter.generic import GenericTargets, aligned_positions
+from alter.methods.alter.generic import GenericTargets, aligned_positions, lowered_by_the_name
 from alter.methods.alter.objective import ALTERObjective, joined_batch, next_labels, predicts_answer, row_spans
 from alter.methods.alter.params import ALTERParams, paper_overrides
 from alter.methods.alter.subdomains import agreement_with_groups
@@ -739,6 +739,12 @@ def test_training_lowers_forget_probability_and_leaves_base_weights_bitwise_unch
 def test_positions_align_where_both_texts_predict_the_same_next_token_after_the_same_words():
     assert aligned_positions([1, 2, 3, 9, 9, 4, 5], [1, 2, 3, 7, 4, 5]) == [0, 1, -1, -1, -1, 4, -1]
     assert aligned_positions([1, 2], [1, 2]) == [0, -1]  # the last position predicts nothing either has
+
+
+def test_generic_logits_drop_what_the_real_name_raises_by_alpha_times_the_raise():
+    renamed, real = torch.tensor([[2.0, 1.0, 0.0]]), torch.tensor([[5.0, 1.0, -3.0]])
+    assert torch.equal(lowered_by_the_name(renamed, real, 0.0), renamed)
+    assert torch.equal(lowered_by_the_name(renamed, real, 0.5), torch.tensor([[0.5, 1.0, 0.0]]))  # 2 - 0.5 * 3
 
 
 def test_renamed_rows_ask_about_an_invented_subject(small_world):

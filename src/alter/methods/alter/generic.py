@@ -65,3 +65,11 @@ class GenericTargets:
         has = where >= 0
         gathered = logits[torch.arange(len(rows), device=device)[:, None], where.clamp_min(0)]
         return gathered, has
+
+
+def lowered_by_the_name(renamed: torch.Tensor, real: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Eldan and Russinovich's generic logits: the renamed question's logits, each lowered by `alpha` times what the
+    real name raises it by (`params.generic_alpha`; 0: the renamed question's logits as they are)."""
+    if not alpha:
+        return renamed
+    return renamed.float() - alpha * torch.relu(real.float() - renamed.float())

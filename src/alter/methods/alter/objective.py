@@ -20,7 +20,7 @@ from alter.adapters.layer import ALL_HEADS, Routing
 from alter.adapters.model import AlterModel
 from alter.data.batching import pad_rows
 from alter.data.formatting import IGNORE_INDEX
-from alter.methods.alter.generic import GenericTargets
+from alter.methods.alter.generic import GenericTargets, lowered_by_the_name
 from alter.methods.alter.params import ALTERParams
 from alter.methods.base import first_answer_position
 from alter.methods.losses import inverse_hinge, masked_kl, masked_nll, masked_npo
@@ -192,6 +192,7 @@ class ALTERObjective:
         if self.params.forget_loss == "generic":
             generic, has_target = self.generic.logits(lambda part, keep: self._frozen_at(model, part, keep),
                                                       batch["forget_index"], start, forget["input_ids"].shape[1])
+            generic = lowered_by_the_name(generic, frozen, self.params.generic_alpha)
             forget_loss = masked_kl(generic, forget_logits, positions & has_target)
         elif self.params.forget_loss == "npo":
             forget_loss = masked_npo(frozen, forget_logits, targets, positions, self.params.npo_beta, direction)

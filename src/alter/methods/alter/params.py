@@ -50,6 +50,7 @@ class ALTERParams:
     # "npo": NPO per row over the tokens where the heads learn, against the frozen target (does not saturate);
     # "generic": KL toward the frozen target's predictions for the question about a renamed subject (generic.py)
     npo_beta: float = 0.1
+    generic_alpha: float = 0.0  # "generic": targets = renamed logits - alpha * relu(real-name logits - renamed logits)
     forget_floor: str = "none"  # "unseen": hold forget items at unseen rows' likelihood (floor.py, docs/method.md)
     forget_tokens: str = "low"  # where the forget heads learn: "low"-entropy answer tokens (paper) or "all"
     forget_weight: float = 1.0
@@ -85,6 +86,8 @@ class ALTERParams:
         if self.forget_loss not in ("hinge", "hinge_to_top", "npo", "generic"):
             raise ValueError(f"params.forget_loss: expected 'hinge', 'hinge_to_top', 'npo' or 'generic', "
                              f"got {self.forget_loss!r}")
+        if self.generic_alpha < 0:
+            raise ValueError(f"params.generic_alpha: expected 0 or more, got {self.generic_alpha}")
         if self.forget_loss == "generic" and self.forget_floor != "none":
             raise ValueError("params.forget_floor: 'generic' forgetting stops at an unseen subject's level by itself; "
                              "set params.forget_floor=none")
