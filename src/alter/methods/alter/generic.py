@@ -3,11 +3,14 @@
 Eldan and Russinovich ("Who's Harry Potter?", 2023) fine-tune toward a model's "generic" predictions, obtained by
 replacing the text's anchor terms. Here each forget item is asked again with its subject's name replaced by an
 invented one (`data/subjects.py::renamed_forget_rows`), in the same context, and the frozen target's next-token
-distribution there is the forget heads' target (KL) at every answer position the two texts share. Where the answer
-is template (words every author's answer has), that distribution is the target's own and nothing changes; where it
-is the subject's fact, it is the target's guess for a stranger. So forgetting stops at "never seen" per token, with
-no retain model and no floor, and answers that share the template but not the fact (TOFU's perturbed answers) keep
-their likelihood, which is what forget quality's truth ratio compares (docs/method.md, "Generic targets").
+logits there, each lowered by `generic_alpha` times what the real name raises it by (their formula), are the forget
+heads' target (KL) at every answer position the two texts share. Where the answer is template (words every author's
+answer has), the real name raises nothing and the target's own distribution stays; where it is the subject's fact,
+the target is pushed toward its guess for a stranger and below it. No retain model is read.
+
+What the target guesses for a stranger is not what a model that never saw the subject says: on SmolLM2's world 15
+its answer-token NLL at the shared positions is 0.33 (target 0.19, retain model 0.83), so with alpha 0 the forgetting
+stops halfway; alpha 1.5 matched the retain model's mean there (docs/method.md, "Generic targets").
 """
 
 from __future__ import annotations
