@@ -776,7 +776,7 @@ def test_generic_targets_are_the_targets_own_predictions_for_the_renamed_questio
     width = max(len(item.input_ids) for item in forget)
     run = lambda batch, keep: model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, keep]  # noqa: E731
     with torch.no_grad():
-        logits, has = targets.logits(run, torch.arange(3), 0, width)
+        logits, has = targets.logits(run, torch.arange(3), 0, width, torch.device("cpu"))
         for row, (own, item) in enumerate(zip(forget, renamed)):
             alone = model(input_ids=torch.tensor([item.input_ids])).logits[0]
             answer = range(own.prompt_length - 1, len(own.input_ids) - 1)

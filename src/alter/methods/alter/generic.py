@@ -20,7 +20,7 @@ import difflib
 import torch
 
 from alter.data.batching import pad_rows
-from alter.data.formatting import EncodedQA
+from alter.data.formatting import IGNORE_INDEX, EncodedQA
 from alter.methods.base import first_answer_position
 
 
@@ -47,16 +47,16 @@ class GenericTargets:
     def rows_renamed(self) -> int:
         return sum(any(p >= 0 for p in positions) for positions in self.positions)
 
-    def logits(self, frozen_output, index: torch.Tensor, start: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def logits(self, frozen_output, index: torch.Tensor, start: int, width: int,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """([rows, width - start, vocab] logits, [rows, width - start] where a position has a target) for the
-        forget items `index` of a batch whose logits begin at position `start`. `frozen_output(batch, keep)` runs the
-        frozen target on a batch and returns its logits at positions `keep`."""
+        forget items `index` of a batch on `device` whose logits begin at position `start`. `frozen_output(batch,
+        keep)` runs the frozen target on a batch and returns its logits at positions `keep`."""
         rows = index.tolist()
-        device = index.device
         batch = {"input_ids": pad_rows([torch.tensor(self.items[i].input_ids) for i in rows], 0).to(device),
                  "attention_mask": pad_rows([torch.ones(len(self.items[i].input_ids), dtype=torch.long)
                                              for i in rows], 0).to(device),
-                 "labels": pad_rows([torch.tensor(self.items[i].labels) for i in rows], -100).to(device)}
+                 "labels": pad_rows([torch.tensor(self.items[i].labels) for i in rows], IGNORE_INDEX).to(device)}
         renamed_start = first_answer_position(batch["labels"])
         keep = torch.arange(renamed_start, batch["input_ids"].shape[1], device=device)
         logits = frozen_output(batch, keep)

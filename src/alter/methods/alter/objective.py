@@ -191,7 +191,8 @@ class ALTERObjective:
         direction = self.floor_direction(forget_logits, targets, answer[:, start:], batch["forget_index"])
         if self.params.forget_loss == "generic":
             generic, has_target = self.generic.logits(lambda part, keep: self._frozen_at(model, part, keep),
-                                                      batch["forget_index"], start, forget["input_ids"].shape[1])
+                                                      batch["forget_index"], start, forget["input_ids"].shape[1],
+                                                      forget["input_ids"].device)
             generic = lowered_by_the_name(generic, frozen, self.params.generic_alpha)
             forget_loss = masked_kl(generic, forget_logits, positions & has_target)
         elif self.params.forget_loss == "npo":
