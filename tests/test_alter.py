@@ -12,7 +12,7 @@ from alter.adapters.layer import AlterLayer, Routing, RoutingSlot, route_weights
 from alter.adapters.model import AlterModel
 from alter.data.batching import WIDTH_MULTIPLE, UnlearnBatches, collate
 from alter.data.contexts import encode_variants
-from alter.data.formatting import Context, encode_qa
+from alter.data.formatting import IGNORE_INDEX, Context, encode_qa
 from alter.data.sources import from_tofu
 from alter.data.splits import FEW_SHOT_TURNS
 from alter.data.subjects import (INVENTED_FIRST_NAMES, INVENTED_SURNAMES, name_swapped_forget_rows, renamed_forget_rows,
@@ -27,10 +27,12 @@ from alter.methods import get_method
 from alter.methods.alter.gate_fit import (_weigh_hard_negatives, content_gate_targets, fit_content_gate,
                                          fit_shared_router)
 from alter.methods.alter.generic import GenericTargets, aligned_positions, lowered_by_the_name
-from alter.methods.alter.objective import ALTERObjective, joined_batch, next_labels, predicts_answer, row_spans
+from alter.methods.alter.objective import (ALTERObjective, joined_batch, next_labels, predicts_answer, row_spans,
+                                          without_answer_token)
 from alter.methods.alter.params import ALTERParams, paper_overrides
 from alter.methods.alter.subdomains import agreement_with_groups
 from alter.methods.base import LoraChoice, Setup
+from alter.methods.losses import masked_kl
 from alter.models import load_model
 from alter.training.recipe import build_recipe
 
@@ -798,6 +800,35 @@ def test_generic_forgetting_lowers_forget_probability_and_leaves_base_weights_un
     assert all(torch.equal(param, base[name]) for name, param in model.named_parameters() if name in base)
     with pytest.raises(UserError, match="params.forget_floor"):
         build_recipe("alter", None, ["params.forget_loss=generic", "params.forget_floor=unseen"])
+
+
+def test_the_exclude_target_is_the_targets_distribution_without_the_answer_token_renormalised():
+    logits = torch.tensor([[[2.0, 1.0, 0.0], [0.0, 0.0, 3.0], [1.0, 1.0, 1.0]]])
+    targets = torch.tensor([[0, 2, IGNORE_INDEX]])
+    probs = torch.softmax(without_answer_token(logits, targets), -1)[0]
+    e = np.exp
+    np.testing.assert_allclose(probs[0].numpy(), [0, e(1) / (e(1) + 1), 1 / (e(1) + 1)], rtol=1e-6)
+    np.testing.assert_allclose(probs[1].numpy(), [0.5, 0.5, 0], rtol=1e-6)
+    np.testing.assert_allclose(probs[2].numpy(), [1 / 3] * 3, rtol=1e-6)  # no answer token: unchanged
+    # KL toward it is finite, and 0 for a model that already says the rest in the same proportions
+    kl = masked_kl(without_answer_token(logits, targets), without_answer_token(logits, targets) * 1.0,
+                   targets != IGNORE_INDEX)
+    assert torch.isfinite(kl) and kl.abs() < 1e-6
+    assert masked_kl(without_answer_token(logits, targets), logits, targets != IGNORE_INDEX) > 0
+
+
+def test_excluding_the_fact_on_high_entropy_tokens_lowers_forget_probability_and_leaves_base_weights_unchanged(
+        tiny_runs, small_world):
+    model, base, before, after, plan, _ = short_alter_run(
+        tiny_runs, small_world, ["train.max_steps=4", "params.lr_b=0.05", "params.threshold_quantile=0.7",
+                                 "params.forget_heads=2", "params.forget_loss=exclude", "params.forget_tokens=high",
+                                 "params.regulariser_weight=1"])
+    assert after > before
+    assert all(torch.equal(param, base[name]) for name, param in model.named_parameters() if name in base)
+    with pytest.raises(UserError, match="params.forget_floor"):
+        build_recipe("alter", None, ["params.forget_loss=exclude", "params.forget_floor=unseen"])
+    with pytest.raises(UserError, match="params.forget_tokens"):
+        build_recipe("alter", None, ["params.forget_tokens=high", "params.entropy_guidance=false"])
 
 
 def test_npo_on_every_answer_token_lowers_forget_probability_and_leaves_base_weights_unchanged(tiny_runs,

@@ -43,6 +43,19 @@ def forget_positions(low_answer: torch.Tensor, targets: torch.Tensor, end_ids: t
     return low_answer & ~torch.isin(targets, torch.tensor(end_ids, dtype=targets.dtype, device=targets.device))
 
 
+EXCLUDED_LOGIT = -1e9
+
+
+def without_answer_token(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The logits with each position's answer token made impossible: softmax gives the rest renormalised, what the
+    model said with the fact it is to forget taken out (`forget_loss: exclude`). The token's logit is set far below
+    the rest but finite, so that its term in a KL is 0 x finite = 0, not 0 x inf = NaN."""
+    logits = logits.float().clone()
+    rows, cols = torch.nonzero(targets != IGNORE_INDEX, as_tuple=True)
+    logits[rows, cols, targets[rows, cols]] = EXCLUDED_LOGIT
+    return logits
+
+
 def joined_batch(batches: list[dict]) -> dict:
     """Forget and retain rows in one batch, so a step is one forward and one backward."""
     return {"input_ids": pad_rows([b["input_ids"] for b in batches], 0),
@@ -132,8 +145,9 @@ class ALTERObjective:
         return loss, {"phase1_nll": loss.item()}
 
     def forget_learns(self, high: torch.Tensor) -> torch.Tensor:
-        """Where a forget head may learn: low-entropy tokens (the paper), or every token (`forget_tokens: all`)."""
-        return ~high if self.params.forget_tokens == "low" else torch.ones_like(high)
+        """Where a forget head may learn: low-entropy tokens (the paper), high-entropy ones, or every token
+        (`forget_tokens`)."""
+        return {"low": ~high, "high": high, "all": torch.ones_like(high)}[self.params.forget_tokens]
 
     def _a_mask(self, high: torch.Tensor, batch: dict) -> torch.Tensor:
         return high if self.params.entropy_guidance else batch["attention_mask"].bool()
@@ -195,13 +209,15 @@ class ALTERObjective:
                                                       forget["input_ids"].device)
             generic = lowered_by_the_name(generic, frozen, self.params.generic_alpha)
             forget_loss = masked_kl(generic, forget_logits, positions & has_target)
+        elif self.params.forget_loss == "exclude":
+            forget_loss = masked_kl(without_answer_token(frozen, targets), forget_logits, positions)
         elif self.params.forget_loss == "npo":
             forget_loss = masked_npo(frozen, forget_logits, targets, positions, self.params.npo_beta, direction)
         else:
             forget_loss = inverse_hinge(forget_logits, targets, positions,
                                         stop_at_top=self.params.forget_loss == "hinge_to_top",
                                         direction=direction[:, None].expand_as(targets))
-        regulariser = masked_kl(frozen, forget_logits, (answer & high & ~learns)[:, start:])
+        regulariser = masked_kl(frozen, forget_logits, (answer & ~learns)[:, start:])
         retain_loss = self._retain_loss(model, retain, retain_logits, start, batch["retain_index"])
         router_loss = routing.router_loss / max(1, len(self.adapter.layers))
         p = self.params

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from alter.adapters.config import HEAD_MIXES, ROUTERS
 
 ROUTER_TRAINING = ("routes", "retain", "all")
+FORGET_LOSSES = ("hinge", "hinge_to_top", "npo", "generic", "exclude")
+FORGET_TOKENS = ("low", "high", "all")
 # The paper's reading of every gap that has a switch (configs/unlearn/alter-paper.yaml; `alter-paper` in benches):
 # a learned gate per layer with no "no forget head" output, its tempered softmax weighting the heads in training,
 # the retain head trained on retain data only, the heads' learning rate it states, and a forget loss without a floor.
@@ -48,11 +50,13 @@ class ALTERParams:
     lr_b: float = 2e-3  # paper: 1e-3, at which the heads move forget answers a third of the way (docs/method.md)
     forget_loss: str = "hinge"  # "hinge": 1 + p(y) - max p(other) (paper); "hinge_to_top": stops once y is not top;
     # "npo": NPO per row over the tokens where the heads learn, against the frozen target (does not saturate);
-    # "generic": KL toward the frozen target's predictions for the question about a renamed subject (generic.py)
+    # "generic": KL toward the frozen target's predictions for the question about a renamed subject (generic.py);
+    # "exclude": KL toward the frozen target's distribution without the answer token (the rest renormalised)
     npo_beta: float = 0.1
     generic_alpha: float = 0.0  # "generic": targets = renamed logits - alpha * relu(real-name logits - renamed logits)
     forget_floor: str = "none"  # "unseen": hold forget items at unseen rows' likelihood (floor.py, docs/method.md)
-    forget_tokens: str = "low"  # where the forget heads learn: "low"-entropy answer tokens (paper) or "all"
+    forget_tokens: str = "low"  # where the forget heads learn: "low"-entropy answer tokens (paper), "high"-entropy ones
+    # (where a target still unsure of a fact puts it; the regulariser then holds the low-entropy ones), or "all"
     forget_weight: float = 1.0
     retain_loss: str = "nll"  # Phase II on retain answers: "nll" (paper), "kl": KL(target || adapted), or
     # "kl_in_contexts": NLL on rows in their own format, KL on them in the sampled training contexts
@@ -83,16 +87,22 @@ class ALTERParams:
             raise ValueError(f"params.head_mix: expected one of {', '.join(HEAD_MIXES)}, got {self.head_mix!r}")
         if self.head_mix != "sum" and self.router != "content":
             raise ValueError(f"params.head_mix: {self.head_mix!r} needs params.router 'content', got {self.router!r}")
-        if self.forget_loss not in ("hinge", "hinge_to_top", "npo", "generic"):
-            raise ValueError(f"params.forget_loss: expected 'hinge', 'hinge_to_top', 'npo' or 'generic', "
+        if self.forget_loss not in FORGET_LOSSES:
+            raise ValueError(f"params.forget_loss: expected one of {', '.join(FORGET_LOSSES)}, "
                              f"got {self.forget_loss!r}")
         if self.generic_alpha < 0:
             raise ValueError(f"params.generic_alpha: expected 0 or more, got {self.generic_alpha}")
         if self.forget_loss == "generic" and self.forget_floor != "none":
             raise ValueError("params.forget_floor: 'generic' forgetting stops at an unseen subject's level by itself; "
                              "set params.forget_floor=none")
-        if self.forget_tokens not in ("low", "all"):
-            raise ValueError(f"params.forget_tokens: expected 'low' or 'all', got {self.forget_tokens!r}")
+        if self.forget_loss == "exclude" and self.forget_floor != "none":
+            raise ValueError("params.forget_floor: 'exclude' has no direction to steer (it is a KL toward the target "
+                             "without the fact); set params.forget_floor=none")
+        if self.forget_tokens not in FORGET_TOKENS:
+            raise ValueError(f"params.forget_tokens: expected one of {', '.join(FORGET_TOKENS)}, "
+                             f"got {self.forget_tokens!r}")
+        if self.forget_tokens == "high" and not self.entropy_guidance:
+            raise ValueError("params.forget_tokens: 'high' needs params.entropy_guidance (it picks the high-entropy tokens)")
         if self.retain_loss not in ("nll", "kl", "kl_in_contexts"):
             raise ValueError(f"params.retain_loss: expected 'nll', 'kl' or 'kl_in_contexts', "
                              f"got {self.retain_loss!r}")
