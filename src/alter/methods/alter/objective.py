@@ -5,11 +5,12 @@ then one backward: what DDP requires. `routes` says where forget heads act in tr
 inference for each router (docs/method.md, "Training routes"):
 - 'content': wherever the fitted gate fires, on forget and retain rows alike (a head learns only on its own
   sub-domain's forget rows, from where its gate fires; on retain rows the heads are read but never trained);
-- 'layer', 'shared': at the low-entropy answer tokens of forget rows (the routes the router learns);
+- 'layer', 'shared': at the answer tokens of forget rows where the heads learn (the routes the router learns);
 - 'none': every head on every token; retain rows train every head too, as nothing else keeps them harmless there.
 A forget head learns only on its own sub-domain's rows (isolation; `head_grad`; under 'none' on retain rows too),
-and only at the tokens `forget_tokens` names: the low-entropy ones (the paper) or all of them. The forget loss reads
-the answer positions among those.
+and only at the tokens `forget_tokens` names: the low-entropy ones (the paper), the high-entropy ones or all of them.
+The forget loss reads the answer positions among those and the KL regulariser the other answer positions; with
+`high` the heads learn at the regulariser's positions too (`heads_learn`).
 """
 
 from __future__ import annotations
@@ -149,6 +150,12 @@ class ALTERObjective:
         (`forget_tokens`)."""
         return {"low": ~high, "high": high, "all": torch.ones_like(high)}[self.params.forget_tokens]
 
+    def heads_learn(self, high: torch.Tensor) -> torch.Tensor:
+        """Where a forget head takes gradients: where its forget loss acts, and, with `forget_tokens: high`, at the
+        low-entropy tokens too, where the regulariser holds the template words at the target (without them there,
+        the heads' changes at the facts would spill onto the words around them unchecked)."""
+        return torch.ones_like(high) if self.params.forget_tokens == "high" else self.forget_learns(high)
+
     def _a_mask(self, high: torch.Tensor, batch: dict) -> torch.Tensor:
         return high if self.params.entropy_guidance else batch["attention_mask"].bool()
 
@@ -158,7 +165,7 @@ class ALTERObjective:
         high = self.high("forget", batch["forget_index"], forget)
         head = (self.domains.to(high.device)[batch["forget_index"]].long() + 1)[:, None].expand_as(high)
         own = torch.nn.functional.one_hot(head.long() - 1, self.heads).float()
-        learns = self.forget_learns(high)
+        learns = self.heads_learn(high)
         router = self.params.router
         retain_shape = (*retain["input_ids"].shape, self.heads)
         if router == "content":  # every head the gate switches on acts, as at inference; only the own head learns
