@@ -1198,6 +1198,10 @@ def test_content_routes_read_every_head_the_gate_switches_on_and_train_only_the_
     assert torch.equal(retain_weights[0], torch.as_tensor(gate_weights["retain"][0]).float()) and retain_grad.sum() == 0
     objective.params = ALTERParams(router="content", forget_tokens="all")  # the high-entropy position learns too
     assert objective.routes(batch)[1].tolist() == [[0, 0, 1, 1, 1], [0, 0, 0, 2, 2]]
+    objective.params = ALTERParams(router="content", forget_tokens="high")  # the loss reads position 3 of row 0 only,
+    assert objective.forget_learns(objective.high("forget", batch["forget_index"], batch["forget"])).tolist() == [
+        [False, False, False, True, False], [False] * 5]
+    assert objective.routes(batch)[1].tolist() == [[0, 0, 1, 1, 1], [0, 0, 0, 2, 2]]  # the heads learn where they act
 
 
 def test_the_forget_loss_leaves_special_tokens_alone():
