@@ -102,7 +102,8 @@ class ALTERParams:
             raise ValueError(f"params.forget_tokens: expected one of {', '.join(FORGET_TOKENS)}, "
                              f"got {self.forget_tokens!r}")
         if self.forget_tokens == "high" and not self.entropy_guidance:
-            raise ValueError("params.forget_tokens: 'high' needs params.entropy_guidance (it picks the high-entropy tokens)")
+            raise ValueError("params.forget_tokens: 'high' needs params.entropy_guidance (it picks the high-entropy "
+                             "tokens)")
         if self.retain_loss not in ("nll", "kl", "kl_in_contexts"):
             raise ValueError(f"params.retain_loss: expected 'nll', 'kl' or 'kl_in_contexts', "
                              f"got {self.retain_loss!r}")
