@@ -972,7 +972,7 @@ def test_options_alter_cannot_honour_are_refused():
     with pytest.raises(UserError, match="learning_rate does not apply"):
         build_recipe("alter", None, ["train.learning_rate=1e-4"])
     for key, value in (("router", "global"), ("forget_floor", "holdout"), ("retain_loss", "mse"),
-                       ("forget_loss", "ga"), ("router_training", "never"), ("forget_tokens", "high")):
+                       ("forget_loss", "ga"), ("router_training", "never"), ("forget_tokens", "middle")):
         with pytest.raises(UserError, match=f"params.{key}"):
             build_recipe("alter", None, [f"params.{key}={value}"])
     assert "lora" not in build_recipe("alter", None, []).as_dict()
