@@ -649,6 +649,31 @@ def test_content_gate_adapts_only_layers_from_the_gate_layer_on(tiny_runs):
         AlterModel(fresh_target(tiny_runs)[0], AlterConfig(router="content", gate_layer=5))
 
 
+def test_adapting_below_the_gate_adapts_every_layer_and_routes_by_the_frozen_state_there(tiny_runs,
+                                                                                         random_alter_adapter):
+    """The gate of an adapter that also adapts the layers before `gate_layer` reads the frozen model's state entering
+    that layer, as the default's gate does, although the adapted layers below change the adapted model's state."""
+    model, tokenizer = fresh_target(tiny_runs)
+    ids = torch.tensor([tokenizer("Question: Where was the author born?\nAnswer: in a town")["input_ids"]])
+    with torch.no_grad():
+        frozen_state = model(input_ids=ids, output_hidden_states=True).hidden_states[1]
+    adapter = random_alter_adapter(model, seed=2, router="content", adapt_below_gate=True)
+    depth = model.config.num_hidden_layers
+    assert {name.split(".")[2] for name, _ in adapter.layers} == {str(i) for i in range(depth)}
+    with torch.no_grad():
+        adapter.gate.detector.bias -= torch.quantile(adapter.gate.scores(frozen_state, None)[0], 0.5, dim=0)
+        expected = (adapter.gate.pooled_scores(frozen_state) > 0).long()
+        with adapter.recording():
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
+            recorded = torch.stack(adapter.slot.recorded)
+        adapted_state = model(input_ids=ids, output_hidden_states=True).hidden_states[1]
+    assert 0 < expected.sum() < expected.numel()  # the gate switches on part-way
+    assert len(recorded) == len(adapter.layers) and all(torch.equal(r.long(), expected) for r in recorded)
+    assert not torch.allclose(adapted_state, frozen_state)  # layer 0 is adapted, yet the gate read the frozen state
+    with pytest.raises(ValueError, match="adapt_below_gate: needs the 'content' router"):
+        AlterConfig(router="none", adapt_below_gate=True)
+
+
 def test_a_turn_reset_without_a_chat_template_is_a_clear_error(tiny_runs, small_world):
     with pytest.raises(UserError, match="params.gate_turn_reset: the tokenizer has no chat template"):
         short_alter_run(tiny_runs, small_world, ["params.gate_turn_reset=true", "train.max_steps=1"])
@@ -717,12 +742,16 @@ def short_alter_run(tiny_runs, small_world, overrides, unseen: bool = True):
     return model, base, before, after, plan, data
 
 
-@pytest.mark.parametrize("router", ROUTERS)
+@pytest.mark.parametrize("router", (*ROUTERS, "content+below"))
 def test_training_lowers_forget_probability_and_leaves_base_weights_bitwise_unchanged(router, tiny_runs, small_world):
     model, base, before, after, plan, data = short_alter_run(
         tiny_runs, small_world, ["train.max_steps=4", "params.lr_b=0.05", "params.threshold_quantile=0.7",
-                                 "params.forget_heads=2", f"params.router={router}", "params.forget_floor=unseen"])
+                                 "params.forget_heads=2", f"params.router={router.split('+')[0]}",
+                                 "params.forget_floor=unseen", f"params.adapt_below_gate={router == 'content+below'}"])
     assert after > before  # mean forget answer NLL up = probability down, routed as at inference
+    first_layer_heads = [p for name, p in model.named_parameters() if ".layers.0." in name and name.endswith("forget_B")]
+    assert bool(first_layer_heads) == (router != "content")  # the content gate's layer and those before it: not adapted
+    assert all(heads.abs().sum() > 0 for heads in first_layer_heads)  # and when adapted, they learn
     for name, param in model.named_parameters():
         if name in base:
             assert torch.equal(param, base[name]), name

@@ -31,8 +31,12 @@ class AlterConfig:
     null_output: bool = _help("'layer'/'shared' routers get an output 'no forget head' (not in the paper); without "
                               "it every token goes to some forget head", default=True)
     gate_layer: int = _help("'content': the decoder layer whose input the gate reads; only layers from there on are "
-                            "adapted, so the gate sees the frozen model's state; -1 = a quarter of the depth",
+                            "adapted (unless `adapt_below_gate`), so the gate sees the frozen model's state; -1 = half "
+                            "the depth",
                             default=-1)
+    adapt_below_gate: bool = _help("'content': adapt the layers before `gate_layer` too; the gate then reads a "
+                                   "frozen pass over those layers, run before every forward (with its own KV cache in "
+                                   "generation)", default=False)
     head_mix: str = _help("'content': how the forget heads its gate switches on combine at a token: 'sum' (each at "
                           "weight 1, so how far a token is pushed grows with how many fire), 'mean' (each at 1/k of "
                           "the k on), 'strongest' (only the head with the highest score)", default="sum")
@@ -60,6 +64,8 @@ class AlterConfig:
             raise ValueError(f"head_mix: expected one of {', '.join(HEAD_MIXES)}, got {self.head_mix!r}")
         if self.head_mix != "sum" and self.router != "content":
             raise ValueError(f"head_mix: {self.head_mix!r} needs the 'content' router, got {self.router!r}")
+        if self.adapt_below_gate and self.router != "content":
+            raise ValueError(f"adapt_below_gate: needs the 'content' router, got {self.router!r}")
         if self.turn_marker and self.router != "content":
             raise ValueError(f"turn_marker: needs the 'content' router, got {self.router!r}")
         if self.rank < 1 or self.forget_heads < 1:

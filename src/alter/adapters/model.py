@@ -6,7 +6,9 @@ Routing at inference is one policy for scoring and generation: the forget-head w
 function of the tokens up to t only.
 - 'content': the gate reads the hidden state entering `gate_layer` (frozen, since only later layers are adapted)
   and keeps a running max per row, restarting at each user turn when the config has a `turn_marker`;
-  generation carries that max from step to step.
+  generation carries that max from step to step. With `adapt_below_gate` the layers before `gate_layer` are
+  adapted too, and a frozen pass over them, stopped at `gate_layer`, runs before every forward to give the gate its
+  state (with its own KV cache during generation).
 - 'layer' and 'shared' need each token's entropy class, from the frozen model's distribution at that token, and
   'shared' its running mean of the frozen last hidden state: a frozen pass runs beside every forward, with its own
   KV cache during generation, so a decoded token is routed exactly as teacher-forced scoring routes it.
@@ -64,6 +66,7 @@ class AlterModel:
         self._companion = None  # the frozen pass's KV cache during generation ('layer', 'shared')
         model.register_forward_pre_hook(self._before, with_kwargs=True)
         model.register_forward_hook(self._after, with_kwargs=True)
+        self._stop_at_gate = False  # the frozen pass that feeds an `adapt_below_gate` gate ends at its layer
         if config.router == "content":
             decoder_layers(model)[self.gate_layer].register_forward_pre_hook(self._at_gate_layer, with_kwargs=True)
         model.alter = self
@@ -77,7 +80,7 @@ class AlterModel:
         blocks = decoder_layers(self.model)
         prefix = next(name for name, module in self.model.named_modules() if module is blocks)
         layers = []
-        for index in range(self.gate_layer, len(blocks)):
+        for index in range(0 if self.config.adapt_below_gate else self.gate_layer, len(blocks)):
             for name, module in list(blocks[index].named_modules()):
                 for child_name, child in list(module.named_children()):
                     if child_name in targets and linear_features(child) is not None:
@@ -94,7 +97,7 @@ class AlterModel:
 
     @property
     def needs_frozen_pass(self) -> bool:
-        return self.config.router in ("layer", "shared")
+        return self.config.router in ("layer", "shared") or self.config.adapt_below_gate
 
     # --- routing ------------------------------------------------------------------------------------------------
 
@@ -169,10 +172,12 @@ class AlterModel:
                 self._companion = DynamicCache(config=self.model.config)
         high = torch.zeros_like(input_ids, dtype=torch.bool)
         weights = None
-        if self.needs_frozen_pass:
-            extra = {"position_ids": kwargs["position_ids"]} if kwargs.get("position_ids") is not None else {}
-            if self._companion is not None:
-                extra.update(cache=self._companion, use_cache=True)
+        extra = {"position_ids": kwargs["position_ids"]} if kwargs.get("position_ids") is not None else {}
+        if self._companion is not None:
+            extra.update(cache=self._companion, use_cache=True)
+        if self.config.adapt_below_gate:
+            weights = self._gate_weights(self._frozen_gate_input(input_ids, full_mask, extra))
+        elif self.needs_frozen_pass:
             output = self.frozen_output(input_ids, full_mask, output_hidden_states=self.config.router == "shared",
                                         **extra)
             high = self.config.entropy.is_high(output.logits)
@@ -188,14 +193,32 @@ class AlterModel:
         return None
 
     def _at_gate_layer(self, module, args, kwargs):
-        routing = self.slot.routing
-        if routing is None or routing.training or not self.slot.enabled:
-            return None
         hidden = kwargs.get("hidden_states", args[0] if args else None)
+        if self._stop_at_gate:
+            raise _GateInput(hidden)
+        routing = self.slot.routing
+        if routing is None or routing.training or not self.slot.enabled or self.config.adapt_below_gate:
+            return None
+        routing.weights = self._gate_weights(hidden)
+        return None
+
+    def _gate_weights(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The content gate's forget-head weights from the frozen state entering `gate_layer`; advances its running
+        max."""
         pooled = self.gate.pooled_scores(hidden, self._mask, self._carry, self._starts)
         self._carry = pooled[:, -1]
-        routing.weights = ContentGate.weights(pooled, self.config.head_mix)
-        return None
+        return ContentGate.weights(pooled, self.config.head_mix)
+
+    def _frozen_gate_input(self, input_ids, attention_mask, extra: dict) -> torch.Tensor:
+        """The frozen model's state entering `gate_layer`: a frozen pass over the layers before it only."""
+        self._stop_at_gate = True
+        try:
+            self.frozen_output(input_ids, attention_mask, **extra)
+        except _GateInput as reached:
+            return reached.hidden
+        finally:
+            self._stop_at_gate = False
+        raise RuntimeError(f"the frozen pass never reached gate layer {self.gate_layer}")
 
     def _after(self, module, args, kwargs, output):
         if self.slot.routing is not None and not self.slot.routing.training:
@@ -302,6 +325,14 @@ def remove_request(folder: Path, request: int, out: Path) -> dict:
     write_json(out / CONFIG, {**meta, "config": config.to_dict(),
                               "removed_requests": [*meta.get("removed_requests", []), request]})
     return config.to_dict()
+
+
+class _GateInput(Exception):
+    """Ends a frozen pass at the gate's layer, carrying the state the gate reads."""
+
+    def __init__(self, hidden: torch.Tensor):
+        super().__init__()
+        self.hidden = hidden
 
 
 class _Disabled:

@@ -71,6 +71,7 @@ def prepare(setup: Setup) -> Plan:
     entropy.threshold = threshold_from(answer_entropy, params.threshold, params.threshold_quantile)
     config = AlterConfig(rank=params.rank, alpha=params.lora_alpha, forget_heads=clustering["heads"],
                          router=params.router, null_output=params.null_output, gate_layer=params.gate_layer,
+                         adapt_below_gate=params.adapt_below_gate,
                          head_mix=params.head_mix, turn_marker=_turn_marker(setup, params),
                          top_k_high=min(params.top_k_high, clustering["heads"] + int(params.null_output)),
                          temperature_high=params.temperature_high, temperature_low=params.temperature_low,

@@ -39,6 +39,7 @@ class ALTERParams:
     router: str = "content"  # content | layer (paper) | shared | none (adapters/config.py)
     null_output: bool = True  # 'layer'/'shared' routers can answer "no forget head" (paper: no)
     gate_layer: int = -1  # 'content': decoder layer the gate reads; -1 = half the depth
+    adapt_below_gate: bool = False  # 'content': adapt the layers before gate_layer too (a frozen pass feeds the gate)
     head_mix: str = "sum"  # 'content': how the heads the gate switches on combine: sum | mean | strongest
     top_k_high: int = 3
     temperature_high: float = 0.8
@@ -87,6 +88,8 @@ class ALTERParams:
             raise ValueError(f"params.head_mix: expected one of {', '.join(HEAD_MIXES)}, got {self.head_mix!r}")
         if self.head_mix != "sum" and self.router != "content":
             raise ValueError(f"params.head_mix: {self.head_mix!r} needs params.router 'content', got {self.router!r}")
+        if self.adapt_below_gate and self.router != "content":
+            raise ValueError(f"params.adapt_below_gate: needs params.router 'content', got {self.router!r}")
         if self.forget_loss not in FORGET_LOSSES:
             raise ValueError(f"params.forget_loss: expected one of {', '.join(FORGET_LOSSES)}, "
                              f"got {self.forget_loss!r}")
