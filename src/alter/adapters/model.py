@@ -18,6 +18,7 @@ function of the tokens up to t only.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 from pathlib import Path
 
@@ -134,15 +135,25 @@ class AlterModel:
         route = torch.where(weights.sum(-1) >= 0.5, weights.argmax(-1) + 1, 0)
         return route, self._recorded_high
 
-    def gate_state(self) -> torch.Tensor | None:
-        """The content gate's running max at the end of the last forward, per row."""
-        return self._carry
+    @property
+    def continues_prompts(self) -> bool:
+        """Whether answers can be scored after a shared prompt's KV cache (`gate_state`, `continue_from`)."""
+        return self.config.router in ("content", "none")
 
-    def continue_from(self, state: torch.Tensor | None, rows: torch.Tensor) -> None:
+    def gate_state(self):
+        """The content gate's state at the end of the last forward: its running max per row, and with
+        `adapt_below_gate` the KV cache of the frozen pass that feeds it."""
+        return (self._carry, self._companion) if self.config.adapt_below_gate else self._carry
+
+    def continue_from(self, state, rows: torch.Tensor) -> None:
         """The next forward continues rows `rows` of a forward that ended in gate state `state` (answers scored after
-        a shared prompt). Only for gates that need no frozen pass: theirs keeps a cache of its own."""
-        if self.needs_frozen_pass:
+        a shared prompt)."""
+        if not self.continues_prompts:
             raise ValueError(f"router {self.config.router!r} cannot continue from a shared prompt")
+        if self.config.adapt_below_gate:
+            state, companion = state
+            self._companion = copy.deepcopy(companion)  # the next chunk continues the same prompts
+            self._companion.batch_select_indices(rows)
         self._carry = None if state is None else state[rows]
 
     def keep_rows(self, rows: torch.Tensor) -> None:

@@ -42,10 +42,11 @@ class AnswerScores:
 def score_answers(model, items: list[EncodedQA], pad_id: int, batch_size: int = 16, precision: str = "fp32",
                   progress=None) -> list[AnswerScores]:
     """Scores of every item. Items that share a prompt (TOFU's answer, paraphrase and perturbed answers of one
-    question) share one pass over it: its KV cache serves all of them, and an ALTER content gate's running max at the
-    prompt's end starts each answer. ALTER routers that need a frozen pass beside the model score whole sequences."""
+    question) share one pass over it: its KV cache serves all of them, and an ALTER content gate's state at the prompt's
+    end (its running max, and the KV cache of the frozen pass that feeds it) starts each answer. ALTER's 'layer' and
+    'shared' routers score whole sequences."""
     adapter = getattr(model, "alter", None)
-    if (adapter is None or not adapter.needs_frozen_pass) and forward_accepts(model, "cache"):
+    if (adapter is None or adapter.continues_prompts) and forward_accepts(model, "cache"):
         return _score_sharing_prompts(model, items, pad_id, batch_size, precision, progress)
     return _score_whole_sequences(model, items, pad_id, batch_size, precision, progress)
 
