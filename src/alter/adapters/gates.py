@@ -4,7 +4,8 @@
 one score per forget sub-domain and token, and the gate of sub-domain d is on at position t when some position
 <= t scored above 0 (a running max). A mention of a forgotten subject switches its head on for the rest of the
 sequence, and text added around it cannot dilute a maximum. Only layers from `gate_layer` on are adapted, so the
-gate reads exactly the frozen model's state in training, scoring and generation alike, with no extra pass.
+gate reads exactly the frozen model's state in training, scoring and generation alike, with no extra pass
+(`AlterConfig.adapt_below_gate` adapts the layers before it too, and pays for a frozen pass over them).
 With a turn marker (`AlterConfig.turn_marker`, the tokens that open a user turn), the running max restarts at each
 user turn: a mention in an earlier exchange no longer keeps heads on for a later question.
 

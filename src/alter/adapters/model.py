@@ -64,7 +64,7 @@ class AlterModel:
         self._mask: torch.Tensor | None = None
         self._starts: torch.Tensor | None = None
         self._carry = None  # the gate's state at the end of the last chunk of each row (generation)
-        self._companion = None  # the frozen pass's KV cache during generation ('layer', 'shared')
+        self._companion = None  # the frozen pass's KV cache during generation ('layer', 'shared', `adapt_below_gate`)
         model.register_forward_pre_hook(self._before, with_kwargs=True)
         model.register_forward_hook(self._after, with_kwargs=True)
         self._stop_at_gate = False  # the frozen pass that feeds an `adapt_below_gate` gate ends at its layer
