@@ -1004,6 +1004,8 @@ def test_options_alter_cannot_honour_are_refused():
                        ("forget_loss", "ga"), ("router_training", "never"), ("forget_tokens", "middle")):
         with pytest.raises(UserError, match=f"params.{key}"):
             build_recipe("alter", None, [f"params.{key}={value}"])
+    with pytest.raises(UserError, match="params.adapt_below_gate: needs params.router 'content'"):
+        build_recipe("alter", None, ["params.router=layer", "params.adapt_below_gate=true"])
     assert "lora" not in build_recipe("alter", None, []).as_dict()
     assert "learning_rate" not in build_recipe("alter", None, []).as_dict()["train"]
 
