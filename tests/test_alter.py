@@ -182,6 +182,36 @@ def test_the_training_delta_equals_a_head_by_head_reference_in_value_and_every_g
     assert all(torch.count_nonzero(g) > 0 for g in grads.values())  # every kind learns somewhere, so masks matter
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_inference_keeps_its_cast_weights_only_until_a_parameter_changes(precision):
+    from alter.models.precision import autocast
+
+    layer, slot = layer_with_random_heads(heads=2)
+    x = torch.randn(2, 4, 6, generator=torch.Generator().manual_seed(1))
+    weights = torch.rand(2, 4, 2, generator=torch.Generator().manual_seed(2))
+
+    def infer(with_grad: bool):
+        slot.routing = Routing(high=torch.zeros(2, 4, dtype=torch.bool), weights=weights)
+        with torch.set_grad_enabled(with_grad), autocast(precision, "cpu"):
+            return layer(x).detach().float()
+
+    def by_hand():
+        heads = layer.retain_B + torch.einsum("bsd,dor->bsor", weights, layer.forget_B)
+        return layer.base(x) + layer.config.scale * torch.einsum("bsor,rn,bsn->bso", heads, layer.lora_A, x)
+
+    tolerance = {"fp32": 1e-6, "bf16": 2e-2}[precision]  # of the largest output; bf16 keeps 8 bits of mantissa
+    for change in (None, lambda: layer.forget_B.add_(0.5), lambda: layer.retain_B.mul_(-1),
+                   lambda: layer.lora_A.copy_(torch.randn_like(layer.lora_A))):
+        if change is not None:
+            with torch.no_grad():
+                change()
+        kept = infer(with_grad=False)
+        assert torch.equal(kept, infer(with_grad=False))
+        assert torch.equal(kept, infer(with_grad=True))
+        reference = by_hand().detach()
+        assert (kept - reference).abs().max() <= tolerance * reference.abs().max()
+
+
 def test_layer_router_learns_from_the_loss_only_where_its_softmax_weights_frozen_heads():
     layer, slot = layer_with_random_heads(router="layer")
     marked = torch.tensor([[0, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)

@@ -122,6 +122,24 @@ def test_frozen_linears_in_the_compute_dtype_compute_bitwise_the_same_under_auto
     assert held.frozen.weight.dtype == torch.bfloat16 and held.trains.weight.dtype == torch.bfloat16
 
 
+def test_untying_gives_a_tied_output_layer_its_own_copy_and_the_same_outputs_under_autocast():
+    from copy import deepcopy
+
+    from alter.models.precision import autocast, hold_frozen_linears_in_compute_dtype
+
+    torch.manual_seed(0)
+    kept = TiedToy().requires_grad_(False)  # frozen, as under an adapter: autocast keeps no cast of its weights
+    untied = deepcopy(kept)
+    freed = hold_frozen_linears_in_compute_dtype(untied, "bf16", set(), untie=True)
+    assert freed == (6 * 5 + 5 + 5 * 6) * 2 - 11 * 6 * 2  # three frozen tensors halved; the output layer's copy added
+    assert untied.out.weight is not untied.embed.weight
+    assert (untied.out.weight.dtype, untied.embed.weight.dtype) == (torch.bfloat16, torch.float32)
+    assert torch.equal(untied.out.weight, kept.embed.weight.to(torch.bfloat16))
+    ids = torch.tensor([[1, 4, 9, 2], [3, 3, 0, 10]])
+    with torch.no_grad(), autocast("bf16", "cpu"):
+        assert torch.equal(untied(ids), kept(ids))
+
+
 @pytest.fixture
 def fresh_accelerator_state():
     """accelerate keeps one mixed-precision setting per process; these runs need bf16 in a suite that trains fp32."""

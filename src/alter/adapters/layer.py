@@ -39,10 +39,19 @@ class Routing:
     router_tokens: torch.Tensor | None = None
     router_target: torch.Tensor | None = None  # router output to learn (-100 = none), cross-entropy
     router_loss: torch.Tensor | float = 0.0  # summed over layers during the forward
+    shared_gates: torch.Tensor | None = None  # inference: `head_gates(weights)`, made once for every layer
 
     @property
     def training(self) -> bool:
         return self.a_grad is not None
+
+    def gates(self, weights: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """`head_gates(weights)` in `dtype`; when every layer uses the shared `weights`, made once per forward."""
+        if weights is not self.weights:
+            return head_gates(weights).to(dtype)
+        if self.shared_gates is None or self.shared_gates.dtype != dtype:
+            self.shared_gates = head_gates(weights).to(dtype)
+        return self.shared_gates
 
 
 class RoutingSlot:
@@ -66,15 +75,17 @@ class AlterLayer(nn.Module):
         self.forget_B = nn.Parameter(torch.zeros(n, out_features, r, device=base.weight.device))
         self.router = nn.Parameter(torch.zeros(config.router_outputs, in_features, device=base.weight.device)) \
             if config.router == "layer" else None
+        self._inference_key, self._inference_cache = None, None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.base(x)
         routing = self.slot.routing
         if not self.slot.enabled or routing is None:
             return out
+        if not routing.training:
+            return out + self._infer_delta(x, routing).to(out.dtype)
         h = F.linear(x, self.lora_A.to(x.dtype))
-        delta = self._train_delta(x, h, routing) if routing.training else self._infer_delta(x, h, routing)
-        return out + self.config.scale * delta.to(out.dtype)
+        return out + self.config.scale * self._train_delta(x, h, routing).to(out.dtype)
 
     def router_weights(self, x: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         """This layer's gate: forget-head weights [.., N] at each token's temperature, top-k at inference."""
@@ -107,21 +118,46 @@ class AlterLayer(nn.Module):
                     logits.flatten(0, 1), routing.router_target.flatten(), ignore_index=-100)
         return weights
 
-    def _infer_delta(self, x, h, routing: Routing) -> torch.Tensor:
+    def _infer_delta(self, x, routing: Routing) -> torch.Tensor:
         weights = routing.weights if routing.weights is not None else self.router_weights(x, routing.high)
         if self.slot.recorded is not None:
             self.slot.recorded.append(weights.detach())
-        return F.linear(self._gate_heads(weights, h).flatten(-2), self._stacked_heads().to(h.dtype))
+        dtype = compute_dtype_of(x)
+        down, up = self._inference_weights(dtype)
+        h = F.linear(x, down)
+        return F.linear((routing.gates(weights, dtype)[..., :, None] * h[..., None, :]).flatten(-2), up)
+
+    def _inference_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """A and the scaled stacked heads in the compute dtype. Without gradients they are kept until a parameter
+        changes, since generation would otherwise cast and stack them again for every token in every layer."""
+        if torch.is_grad_enabled():
+            return self.lora_A.to(dtype), (self.config.scale * self._stacked_heads()).to(dtype)
+        key = (dtype, *((p.data_ptr(), p._version) for p in (self.lora_A, self.retain_B, self.forget_B)))
+        if self._inference_key != key:
+            self._inference_cache = (self.lora_A.detach().to(dtype),
+                                     (self.config.scale * self._stacked_heads().detach()).to(dtype))
+            self._inference_key = key
+        return self._inference_cache
 
     @staticmethod
     def _gate_heads(weights: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """[h, w_1 h, ..., w_N h] per token ([.., 1 + N, r]): the retain head always acts, forget head d at weight w_d."""
-        gates = torch.cat([torch.ones_like(weights[..., :1]), weights], dim=-1).to(h.dtype)
-        return gates[..., :, None] * h[..., None, :]
+        return head_gates(weights).to(h.dtype)[..., :, None] * h[..., None, :]
 
     def _stacked_heads(self) -> torch.Tensor:
         """[B_r | B_f1 | ... | B_fN] ([out, (1 + N) r]), so that one matmul applies every gated head."""
         return torch.cat([self.retain_B[None], self.forget_B]).permute(1, 0, 2).flatten(1)
+
+
+def head_gates(weights: torch.Tensor) -> torch.Tensor:
+    """[1, w_1, ..., w_N] per token: the retain head's weight, then the forget heads'."""
+    return torch.cat([torch.ones_like(weights[..., :1]), weights], dim=-1)
+
+
+def compute_dtype_of(x: torch.Tensor) -> torch.dtype:
+    """The dtype a linear layer computes in on `x`: autocast's when it is on, else `x`'s own."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
 def temperatures(high: torch.Tensor, config: AlterConfig) -> torch.Tensor:

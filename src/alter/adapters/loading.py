@@ -30,10 +30,11 @@ def load_model_with_adapter(spec: str, adapter: str | None, trust_remote_code: b
                             precision: str = "fp32"):
     """`precision`: what the model will run under. Under bf16 or fp16 autocast the base's Linear weights are held in
     that dtype before the adapter is attached (autocast rounds them to it in every forward: the same outputs, bit for
-    bit, in less memory), so such a model is for that autocast only. Shown by
-    `pytest tests/test_precision.py -k frozen_linears`."""
+    bit, in less memory), so such a model is for that autocast only; an output layer tied to the input embedding
+    gets its own copy in that dtype, which adapters' frozen weights would otherwise cast again at every token. Shown
+    by `pytest tests/test_precision.py -k frozen_linears`."""
     model, tokenizer = load_model(spec, trust_remote_code=trust_remote_code)
     if compute_dtype(precision) is not None:
         copy_out_of_file_map(model)
-        hold_frozen_linears_in_compute_dtype(model, precision, trainable=set())
+        hold_frozen_linears_in_compute_dtype(model, precision, trainable=set(), untie=True)
     return (model if adapter is None else attach_adapter(model, adapter)), tokenizer

@@ -178,13 +178,16 @@ def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractC
 
 
 def hold_frozen_linears_in_compute_dtype(model: torch.nn.Module, precision: str, trainable: set[int],
-                                         among: set[int] | None = None) -> int:
+                                         among: set[int] | None = None, untie: bool = False) -> int:
     """Store the weights (and biases) of `model`'s frozen `nn.Linear` layers in autocast's dtype; return the bytes
     this frees. Autocast rounds them to that dtype in every forward anyway, and keeps the rounded copy of each layer
     for the backward, so training computes bitwise the same while neither the fp32 originals nor the per-step
     copies are held. `trainable`: ids of the parameters that train (kept as they are); `among`: ids of the only
     Linear modules to consider (None = all). A weight shared with another kind of module (an output layer tied to
-    the input embedding, whose lookup is not autocast) is kept. Only for results that do not save these weights,
+    the input embedding, whose lookup is not autocast) is kept, or with `untie` the Linear gets its own copy in the
+    compute dtype (more memory, returned as negative bytes). Autocast keeps its cast of a weight through a forward
+    only for weights that require grad, so a frozen fp32 output layer is cast again at every generated token
+    (docs/results.md, "ALTER's evaluation cost"). Only for results that do not save these weights,
     and only in one process or DDP: FSDP and DeepSpeed flatten parameters and need one dtype.
     Shown by `pytest tests/test_precision.py -k frozen_linears` (the same adapter, bit for bit, either way)."""
     dtype = compute_dtype(precision)
@@ -196,8 +199,13 @@ def hold_frozen_linears_in_compute_dtype(model: torch.nn.Module, precision: str,
     for module in model.modules():
         if not isinstance(module, torch.nn.Linear) or (among is not None and id(module) not in among):
             continue
-        for parameter in module.parameters(recurse=False):
-            if id(parameter) in kept or parameter.dtype != torch.float32:
+        for name, parameter in list(module.named_parameters(recurse=False)):
+            if parameter.dtype != torch.float32 or id(parameter) in trainable:
+                continue
+            if id(parameter) in kept:
+                if untie:
+                    setattr(module, name, torch.nn.Parameter(parameter.detach().to(dtype), requires_grad=False))
+                    freed -= parameter.numel() * dtype.itemsize
                 continue
             freed += parameter.numel() * (parameter.element_size() - dtype.itemsize)
             parameter.data = parameter.data.to(dtype)
