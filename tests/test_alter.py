@@ -940,6 +940,21 @@ def test_the_bodys_hidden_features_are_the_full_models_at_every_layer(tiny_runs,
             np.testing.assert_array_equal(got, expected)
 
 
+def test_a_frozen_pass_returns_freed_pages_before_each_forward(tiny_runs, small_world, monkeypatch):
+    """The preparation's peak memory was the pages its frozen passes freed and the allocator kept (docs/results.md,
+    "ALTER's unlearning memory, returned pages"): one return before each batch's forward, while the consumer still
+    holds the batch before it."""
+    from alter.methods.alter import statistics
+
+    model, tokenizer = fresh_target(tiny_runs)
+    items = [encode_qa(tokenizer, r["question"], r["answer"]) for r in TofuData(str(small_world)).load("retain90")[:5]]
+    events = []
+    monkeypatch.setattr(statistics, "release_freed_memory", lambda: events.append("return"))
+    for indices, _, _ in statistics.frozen_batches(model, items, tokenizer.pad_token_id, "fp32", False, batch_size=2):
+        events.append(len(indices))
+    assert events == ["return", 2, "return", 2, "return", 1]
+
+
 def test_unseen_floors_send_each_forget_item_to_the_unseen_quantile_of_its_rank():
     """Hand computation: items' own-format log-probabilities -0.1, -0.5, -0.2 rank 3, 1, 2 of 3, so they stop at the
     unseen rows' quantiles 5/6, 1/6, 1/2: -1.5, -3.5, -2.5 (linear interpolation over -4, -3, -2, -1). Their

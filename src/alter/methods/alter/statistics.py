@@ -14,13 +14,18 @@ from alter.data.batching import collate, length_sorted_batches, width_multiple
 from alter.data.formatting import EncodedQA
 from alter.entropy import EntropySettings
 from alter.models.precision import autocast
+from alter.resources import release_freed_memory
 
 
 @torch.no_grad()
 def frozen_batches(model, items: list[EncodedQA], pad_id: int, precision: str, hidden: bool, batch_size: int = 16):
-    """Yield (item indices, batch, output) for `items` in length-sorted batches: one frozen forward each."""
+    """Yield (item indices, batch, output) for `items` in length-sorted batches: one frozen forward each. Freed pages
+    go back to the system before each forward: a pass keeps each batch's gate states and frees the rest, glibc kept
+    the freed pages between them, and a SmolLM2 ALTER run's peak came from that (docs/results.md, "ALTER's
+    unlearning memory, returned pages")."""
     device = next(model.parameters()).device
     for indices in length_sorted_batches([len(item.input_ids) for item in items], batch_size):
+        release_freed_memory()
         batch = collate([items[i] for i in indices], pad_id, multiple=width_multiple(precision))
         batch = {k: v.to(device) for k, v in batch.items()}
         with autocast(precision, device):
