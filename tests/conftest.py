@@ -68,9 +68,9 @@ def random_alter_adapter():
     from alter.entropy import EntropySettings
 
     def make(model, seed: int, router: str = "layer", rank: int = 8, gate_bias: float = 0.0,
-             adapt_below_gate: bool = False):
+             adapt_below_gate: bool = False, gate_parts: int = 1):
         # gate_layer 1: the gate biases the tests pass were chosen for that layer's state (partial firing)
-        config = AlterConfig(rank=rank, forget_heads=2, router=router, gate_layer=1,
+        config = AlterConfig(rank=rank, forget_heads=2, router=router, gate_layer=1, gate_parts=gate_parts,
                              adapt_below_gate=adapt_below_gate, entropy=EntropySettings(threshold=0.5))
         adapter = AlterModel(model, config)
         generator = torch.Generator().manual_seed(seed)

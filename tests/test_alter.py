@@ -255,7 +255,9 @@ def test_config_validation():
                        ({"gate_chats": "all"}, "gate_chats"), ({"gate_chat_turns": 1}, "gate_chat_turns"),
                        ({"gate_fit_draws": 0}, "gate_fit_draws"),
                        ({"gate_calibration": "items"}, "gate_calibration"),
-                       ({"gate_hard_negative_refits": -1}, "gate_hard_negative_refits")):
+                       ({"gate_hard_negative_refits": -1}, "gate_hard_negative_refits"),
+                       ({"gate_parts": 0}, "gate_parts"), ({"gate_parts": 2, "router": "shared"}, "gate_parts"),
+                       ({"gate_parts": 2, "gate_fit_draws": 3}, "gate_fit_draws")):
         with pytest.raises(ValueError, match=field):
             ALTERParams(**bad)
 
@@ -358,6 +360,68 @@ def test_content_gate_fit_finds_the_token_that_names_the_subject():
     retain_fires = ContentGate.weights(ContentGate.running_max(gate.scores(torch.as_tensor(np.stack(retain)), None),
                                                                None))
     assert retain_fires.sum() == 0
+
+
+def test_a_gate_of_two_parts_is_on_where_both_detectors_have_fired_so_far():
+    """Two heads, two parts each (outputs part-major): by hand, the least of each head's two running maxima; chunk by
+    chunk (a carry of all four maxima) as all at once; lowering every part's bias by s lowers the combination by s."""
+    gate = ContentGate(2, 2, parts=2)
+    with torch.no_grad():  # head 0: feature 0 AND feature 1; head 1: feature 0 twice (as one detector)
+        gate.detector.weight.copy_(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]))
+        gate.detector.bias.fill_(-0.5)
+    hidden = torch.tensor([[[0.0, 0.0], [1.0, 0.0], [0.0, 0.0], [0.0, 1.0], [0.0, 0.0]]])
+    pooled = gate.pooled_scores(hidden)
+    assert pooled.shape == (1, 5, 4)
+    combined = gate.combined(pooled)
+    assert combined[0].tolist() == [[-0.5, -0.5], [-0.5, 0.5], [-0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]
+    assert ContentGate.weights(combined)[0].tolist() == [[0, 0], [0, 1], [0, 1], [1, 1], [1, 1]]
+    for cut in range(1, 5):
+        first = gate.pooled_scores(hidden[:, :cut])
+        rest = gate.pooled_scores(hidden[:, cut:], carry=first[:, -1])
+        assert torch.equal(torch.cat([first, rest], 1), pooled)
+    with torch.no_grad():
+        gate.detector.bias.sub_(torch.tensor([0.25, 0.75]).repeat(2))
+    assert torch.allclose(gate.combined(gate.pooled_scores(hidden)), combined - torch.tensor([0.25, 0.75]))
+    assert torch.equal(ContentGate(2, 3).combined(pooled[..., :3]), pooled[..., :3])  # one part: the running max
+
+
+def test_a_gate_of_two_parts_fits_a_subject_named_by_two_tokens_that_one_detector_cannot():
+    """Toy: a forget subject is named by a first-name token (feature 0) and a surname token (feature 1) at different
+    positions; negatives name someone who shares one of the two (first name with another surname, or the reverse).
+    No single linear detector's running max can fire on both-named items and on neither kind of namesake; two parts
+    per head can, and the fit finds it (recall 1, no negative fires); one part cannot."""
+    rng = np.random.default_rng(0)
+
+    def item(first: bool, surname: bool, length: int = 8):
+        features = np.zeros((length, 3), dtype=np.float32)
+        features[:, 2] = rng.normal(size=length) * 0.1
+        features[1, 0], features[2, 1] = float(first), float(surname)
+        return features
+
+    forget = [item(True, True) for _ in range(12)]
+    namesakes = [item(True, False) for _ in range(12)] + [item(False, True) for _ in range(12)]
+    others = [item(False, False) for _ in range(12)]
+    facts = {}
+    for parts in (1, 2):
+        gate = ContentGate(3, 1, parts=parts)
+        facts[parts] = fit_content_gate(gate, forget, [4] * 12, np.zeros(12, int), namesakes + others, seed=0,
+                                        steps=300)
+    assert facts[2]["forget_answer_recall"] == 1.0 and facts[2]["retain_fire_rate"] == 0.0
+    assert facts[1]["forget_answer_recall"] < 1.0 or facts[1]["retain_fire_rate"] > 0.0
+    with torch.no_grad():
+        on = ContentGate.weights(gate.combined(gate.pooled_scores(torch.as_tensor(np.stack(forget[:1] + namesakes[:1]
+                                                                                            + namesakes[-1:])))))
+    assert on[0, :, 0].tolist() == [0, 0, 1, 1, 1, 1, 1, 1] and on[1:].sum() == 0
+
+
+def test_two_parts_per_head_need_the_content_router_and_refuse_sequential_requests():
+    from alter.adapters.model import _check_sequential
+
+    with pytest.raises(ValueError, match="gate_parts"):
+        AlterConfig(router="shared", gate_parts=2)
+    with pytest.raises(UserError, match="gate_parts 1"):
+        _check_sequential(AlterConfig(gate_parts=2))
+    _check_sequential(AlterConfig())
 
 
 def test_a_calibration_that_silences_the_gate_is_recorded_and_warned_about(capsys):
@@ -656,10 +720,11 @@ def test_zero_heads_leave_the_model_exactly_equal_to_the_base(router, tiny_runs)
     assert torch.equal(logits_of(model, tokenizer), before)
 
 
-@pytest.mark.parametrize("router", ROUTERS)
+@pytest.mark.parametrize("router", (*ROUTERS, "content+parts"))
 def test_save_and_load_round_trip_gives_identical_logits(router, tiny_runs, tmp_path, random_alter_adapter):
     model, tokenizer = fresh_target(tiny_runs)
-    adapter = random_alter_adapter(model, seed=3, router=router)
+    adapter = random_alter_adapter(model, seed=3, router=router.split("+")[0],
+                                   gate_parts=2 if router == "content+parts" else 1)
     adapted = logits_of(model, tokenizer)
     adapter.save(tmp_path, "tiny-target", clusters={"0": 1})
     reloaded, _ = fresh_target(tiny_runs)
@@ -1011,12 +1076,14 @@ def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_ru
     assert gate["forget_answer_recall"] > 0.5
 
 
-@pytest.mark.parametrize("head_mix", ["sum", "strongest"])
-def test_training_routes_are_where_the_fitted_gate_fires_at_inference(tiny_runs, small_world, head_mix):
+@pytest.mark.parametrize("head_mix, parts", [("sum", 1), ("strongest", 1), ("sum", 2)])
+def test_training_routes_are_where_the_fitted_gate_fires_at_inference(tiny_runs, small_world, head_mix, parts):
     """prepare computes the gate's weights from the states it was fitted on (one frozen pass over the retain items);
-    the adapter at inference must weigh the heads exactly so, under each head mix."""
+    the adapter at inference must weigh the heads exactly so, under each head mix and with two detectors per head."""
     model, _, _, _, plan, data = short_alter_run(tiny_runs, small_world, ["train.max_steps=1", "params.forget_heads=2",
-                                                                          f"params.head_mix={head_mix}"])
+                                                                          f"params.head_mix={head_mix}",
+                                                                          f"params.gate_parts={parts}"])
+    assert plan.facts["alter"]["gate"]["parts"] == parts
     objective = plan.phases[1].objective.__self__
     tokenizer = fresh_target(tiny_runs)[1]
     fired = 0

@@ -39,10 +39,11 @@ ROUTERS = ("content", "layer", "shared", "none")
 
 
 def calibrated_adapter(random_alter_adapter, model, router, prompts):
-    """A random adapter whose content gate fires on about 5% of tokens, so it switches on part-way through some
-    sequences (prompt or generated) and never in others."""
+    """A random adapter whose content gate's detectors each fire on about 5% of tokens, so it switches on part-way
+    through some sequences (prompt or generated) and never in others ("content+parts": two detectors per head)."""
     adapter = random_alter_adapter(model, seed=0, router=router.split("+")[0], rank=4,
-                                   adapt_below_gate=router == "content+below")
+                                   adapt_below_gate=router == "content+below",
+                                   gate_parts=2 if router == "content+parts" else 1)
     if router.startswith("content"):
         with torch.no_grad(), adapter.disabled():
             hidden = torch.cat([model(input_ids=torch.tensor([p]), output_hidden_states=True)
@@ -62,7 +63,7 @@ def threshold_between_scores(scores: torch.Tensor, share_below: float, margin: f
     return (ordered[first] + ordered[first + 1]) / 2
 
 
-@pytest.mark.parametrize("router", (*ROUTERS, "content+turns", "content+below"))
+@pytest.mark.parametrize("router", (*ROUTERS, "content+turns", "content+below", "content+parts"))
 def test_teacher_forced_scoring_of_a_generation_equals_the_log_probabilities_seen_while_generating(
         router, tiny_runs, small_world, random_alter_adapter):
     """One routing policy: every decoded token is routed as scoring routes it in the whole sequence (with a turn
@@ -102,7 +103,7 @@ def test_teacher_forced_scoring_of_a_generation_equals_the_log_probabilities_see
         assert any(adapter.config.turn_marker[0] in item.answer_ids for item in items)
 
 
-@pytest.mark.parametrize("router", (*ROUTERS, "content+below"))
+@pytest.mark.parametrize("router", (*ROUTERS, "content+below", "content+parts"))
 def test_an_alter_adapter_generates_the_same_after_rows_leave(router, tiny_runs, small_world, random_alter_adapter):
     """The adapter carries each row's routing state from one decoding step to the next, and drops it with the row."""
     model, tokenizer = load_model(str(tiny_runs / "target"))

@@ -37,6 +37,8 @@ class AlterConfig:
     adapt_below_gate: bool = _help("'content': adapt the layers before `gate_layer` too; the gate then reads a "
                                    "frozen pass over those layers, run before every forward (with its own KV cache in "
                                    "generation)", default=False)
+    gate_parts: int = _help("'content': detectors per forget head; the head is on where every one of them has fired "
+                            "so far (the least of their running maxima is above 0)", default=1)
     head_mix: str = _help("'content': how the forget heads its gate switches on combine at a token: 'sum' (each at "
                           "weight 1, so how far a token is pushed grows with how many fire), 'mean' (each at 1/k of "
                           "the k on), 'strongest' (only the head with the highest score)", default="sum")
@@ -66,6 +68,9 @@ class AlterConfig:
             raise ValueError(f"head_mix: {self.head_mix!r} needs the 'content' router, got {self.router!r}")
         if self.adapt_below_gate and self.router != "content":
             raise ValueError(f"adapt_below_gate: needs the 'content' router, got {self.router!r}")
+        if self.gate_parts < 1 or (self.gate_parts > 1 and self.router != "content"):
+            raise ValueError(f"gate_parts: expected 1, or more with the 'content' router, got {self.gate_parts} with "
+                             f"{self.router!r}")
         if self.turn_marker and self.router != "content":
             raise ValueError(f"turn_marker: needs the 'content' router, got {self.router!r}")
         if self.rank < 1 or self.forget_heads < 1:

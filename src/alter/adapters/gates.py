@@ -8,6 +8,9 @@ gate reads exactly the frozen model's state in training, scoring and generation 
 (`AlterConfig.adapt_below_gate` adapts the layers before it too, and pays for a frozen pass over them).
 With a turn marker (`AlterConfig.turn_marker`, the tokens that open a user turn), the running max restarts at each
 user turn: a mention in an earlier exchange no longer keeps heads on for a later question.
+With `parts` > 1 (`AlterConfig.gate_parts`), each sub-domain has that many detectors, and its gate is on at t only
+when every one of them has fired at some position <= t (the least of their running maxima is above 0): one detector
+alone learns one part of a name, and fires on anyone who shares it (docs/method.md, "Two detectors per head").
 
 `SharedRouter`: a linear gate on the running mean of the frozen model's last hidden state (positions <= t), the
 previous default; it needs a frozen pass beside every forward.
@@ -20,13 +23,14 @@ from torch import nn
 
 
 class ContentGate(nn.Module):
-    def __init__(self, hidden_size: int, heads: int):
+    def __init__(self, hidden_size: int, heads: int, parts: int = 1):
         super().__init__()
-        self.detector = nn.Linear(hidden_size, heads)
+        self.parts = parts
+        self.detector = nn.Linear(hidden_size, heads * parts)  # outputs part-major: part p of head d is p * N + d
         self.requires_grad_(False)
 
     def scores(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """Per-token detector scores [batch, seq, N]; padding never fires."""
+        """Per-token detector scores [batch, seq, N * parts]; padding never fires."""
         scores = self.detector(hidden.to(self.detector.weight.dtype)).float()
         if mask is not None:
             scores = scores.masked_fill(~mask.bool()[..., None], float("-inf"))
@@ -71,8 +75,16 @@ class ContentGate(nn.Module):
 
     def pooled_scores(self, hidden: torch.Tensor, mask: torch.Tensor | None = None,
                       carry: torch.Tensor | None = None, starts: torch.Tensor | None = None) -> torch.Tensor:
-        """The running max of the scores ([batch, seq, N]); head d is on where it is above 0 (`weights`)."""
+        """The running max of every detector's scores ([batch, seq, N * parts]; the carry of the next chunk is its
+        last position); `combined` turns it into one score per head."""
         return self.running_max(self.scores(hidden, mask), carry, starts)
+
+    def combined(self, pooled: torch.Tensor) -> torch.Tensor:
+        """[.., N] from [.., N * parts]: per head, the least of its detectors' running maxima; head d is on where it
+        is above 0 (`weights`). Lowering every part's bias by s lowers it by s."""
+        if self.parts == 1:
+            return pooled
+        return pooled.unflatten(-1, (self.parts, -1)).amin(-2)
 
 
 class SharedRouter(nn.Module):

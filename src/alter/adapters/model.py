@@ -56,7 +56,7 @@ class AlterModel:
             config.gate_layer = self.gate_layer
         self.layers = self._inject()
         hidden, device = model.config.hidden_size, next(model.parameters()).device
-        self.gate = {"content": lambda: ContentGate(hidden, config.forget_heads),
+        self.gate = {"content": lambda: ContentGate(hidden, config.forget_heads, config.gate_parts),
                      "shared": lambda: SharedRouter(hidden, config.router_outputs)}.get(config.router, lambda: None)()
         if self.gate is not None:
             self.gate.to(device)
@@ -218,7 +218,7 @@ class AlterModel:
         max."""
         pooled = self.gate.pooled_scores(hidden, self._mask, self._carry, self._starts)
         self._carry = pooled[:, -1]
-        return ContentGate.weights(pooled, self.config.head_mix)
+        return ContentGate.weights(self.gate.combined(pooled), self.config.head_mix)
 
     def _frozen_gate_input(self, input_ids, attention_mask, extra: dict) -> torch.Tensor:
         """The frozen model's state entering `gate_layer`: a frozen pass over the layers before it only."""
@@ -311,6 +311,9 @@ def _check_sequential(config: AlterConfig) -> None:
     if config.router != "content":
         raise UserError(f"sequential requests need router 'content' (each head has its own gate row); this adapter "
                         f"uses {config.router!r}")
+    if config.gate_parts != 1:
+        raise UserError(f"sequential requests need one detector per head (gate_parts 1); this adapter has "
+                        f"{config.gate_parts}")
 
 
 def remove_request(folder: Path, request: int, out: Path) -> dict:

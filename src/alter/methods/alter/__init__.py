@@ -71,7 +71,7 @@ def prepare(setup: Setup) -> Plan:
     entropy.threshold = threshold_from(answer_entropy, params.threshold, params.threshold_quantile)
     config = AlterConfig(rank=params.rank, alpha=params.lora_alpha, forget_heads=clustering["heads"],
                          router=params.router, null_output=params.null_output, gate_layer=params.gate_layer,
-                         adapt_below_gate=params.adapt_below_gate,
+                         adapt_below_gate=params.adapt_below_gate, gate_parts=params.gate_parts,
                          head_mix=params.head_mix, turn_marker=_turn_marker(setup, params),
                          top_k_high=min(params.top_k_high, clustering["heads"] + int(params.null_output)),
                          temperature_high=params.temperature_high, temperature_low=params.temperature_low,
@@ -213,7 +213,7 @@ def _fit_gate(setup: Setup, params: ALTERParams, forget, domains: np.ndarray, re
         held_out_chats = _chat_features(setup, params, [sample[i] for i in held_out], len(held_out), reads) \
             if params.gate_chats != "none" else []
         swaps = _name_swap_features(setup, reads) if params.gate_name_swaps else []
-        gate = ContentGate(hidden, heads)
+        gate = ContentGate(hidden, heads, params.gate_parts)
         facts = fit_content_gate(gate, forget.features, prompts, domains,
                                  [retain[i] for i in fitted] + fit_chats + swaps, setup.seed,
                                  [retain[i] for i in held_out] + held_out_chats, params.gate_false_fire,
@@ -222,6 +222,7 @@ def _fit_gate(setup: Setup, params: ALTERParams, forget, domains: np.ndarray, re
                                  min_recall=params.gate_min_recall)
         facts["chats"] = {"fit": len(fit_chats), "calibration": len(held_out_chats), "turns": params.gate_chat_turns}
         facts["name_swaps"] = len(swaps)
+        facts["parts"] = params.gate_parts
         _warn_if_gate_misses_forget(facts)
     else:
         gate = SharedRouter(hidden, heads + int(params.null_output))
@@ -320,7 +321,7 @@ def _gate_weights(gate: ContentGate, features: list[np.ndarray], mix: str, items
     for f, item in zip(features, items, strict=True):
         starts = ContentGate.turn_starts(torch.as_tensor([item.input_ids], device=device), marker) if marker else None
         pooled = gate.pooled_scores(torch.as_tensor(f, device=device)[None], starts=starts)[0]
-        weights.append(ContentGate.weights(pooled, mix).cpu().numpy())
+        weights.append(ContentGate.weights(gate.combined(pooled), mix).cpu().numpy())
     return weights
 
 

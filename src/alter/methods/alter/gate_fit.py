@@ -88,7 +88,7 @@ def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts
     arrays = forget + retain
     lengths = [len(a) for a in arrays]
     mean, std = _moments(arrays)
-    heads = gate.detector.out_features
+    heads = gate.detector.out_features // gate.parts
     targets, known = content_gate_targets([(len(f), p) for f, p in zip(forget, forget_prompts)], domains,
                                           [len(r) for r in retain], heads, max(lengths))
     positives = (targets * known).sum((0, 1))
@@ -114,7 +114,7 @@ def fit_content_gate(gate: ContentGate, forget: list[np.ndarray], forget_prompts
         shift = _calibration_shift(gate, calibration, false_fire) if calibration else torch.zeros(heads)
         if min_recall > 0:
             shift = torch.minimum(shift, _recall_caps(answer_scores, min_recall)).clamp_min(0.0)
-        gate.detector.bias.sub_(shift)
+        gate.detector.bias.sub_(shift.repeat(gate.parts))
     recall_fitted, per_head_fitted = _recalls(answer_scores, torch.zeros(heads))
     recall, per_head = _recalls(answer_scores, shift)
     retain_fire_rate = float((retain_scores > shift).any(-1).float().mean()) if len(retain_scores) else 0.0
@@ -150,8 +150,8 @@ def _fit_draws(gate: ContentGate, buckets: list, weights: torch.Tensor, mean: to
     """Fit `draws` detectors under `weights` and set `gate.detector` to their average, the standardisation folded in;
     the draws' mean final loss."""
     weighted = [(x, mask, target, weights[torch.as_tensor(rows), : x.shape[1]]) for rows, x, mask, target, _ in buckets]
-    fits = [_fit_detector(weighted, len(mean), gate.detector.out_features, weights.sum(), seed + draw, steps, lr,
-                          weight_decay) for draw in range(draws)]
+    fits = [_fit_detector(weighted, len(mean), gate, weights.sum(), seed + draw, steps, lr, weight_decay)
+            for draw in range(draws)]
     with torch.no_grad():
         weight = torch.stack([detector.weight for detector, _ in fits]).mean(0) / std
         gate.detector.weight.copy_(weight)
@@ -159,10 +159,12 @@ def _fit_draws(gate: ContentGate, buckets: list, weights: torch.Tensor, mean: to
     return sum(final for _, final in fits) / draws
 
 
-def _fit_detector(buckets: list, features: int, heads: int, total_weight: torch.Tensor, seed: int, steps: int,
+def _fit_detector(buckets: list, features: int, gate: ContentGate, total_weight: torch.Tensor, seed: int, steps: int,
                   lr: float, weight_decay: float) -> tuple[torch.nn.Linear, float]:
-    """One full-batch Adam fit of a detector over standardised states (a bucket at a time); its final loss."""
-    detector = torch.nn.Linear(features, heads)
+    """One full-batch Adam fit of a detector shaped like `gate`'s over standardised states (a bucket at a time); its
+    final loss. With several parts per head the loss reads their combination (the least running max), so a negative
+    item pushes down only the part that fired least on it."""
+    detector = torch.nn.Linear(features, gate.detector.out_features)
     with torch.no_grad():
         detector.weight.normal_(std=0.01, generator=torch.Generator().manual_seed(seed))
         detector.bias.fill_(-1.0)
@@ -173,7 +175,7 @@ def _fit_detector(buckets: list, features: int, heads: int, total_weight: torch.
         loss = 0.0
         for x, mask, target, item_weights in buckets:  # the gradient of the whole sum, a bucket at a time
             scores = detector(x).masked_fill(~mask[..., None], float("-inf"))
-            pooled = scores.cummax(dim=1).values.clamp_min(-30.0)  # padding sits after each item's tokens
+            pooled = gate.combined(scores.cummax(dim=1).values.clamp_min(-30.0))  # padding sits after the tokens
             part = F.binary_cross_entropy_with_logits(pooled, target, weight=item_weights, reduction="sum")
             part = part / total_weight
             part.backward()
@@ -187,10 +189,10 @@ def _fit_scores(gate: ContentGate, buckets: list, mean: torch.Tensor, std: torch
     """The fitted detector's running max, before any threshold raise: per head, at each of its own forget answer
     positions in the fit; and [retain positions, N] at every position of the fit's retain items. A raise of head d's
     threshold by s turns it off exactly where its running max is <= s (the bias moves every score alike)."""
-    heads = gate.detector.out_features
+    heads = gate.detector.out_features // gate.parts
     answer_scores, retain_scores = [[] for _ in range(heads)], []
     for rows, x, mask, target, seen in buckets:
-        pooled = gate.pooled_scores(x * std + mean, mask)
+        pooled = gate.combined(gate.pooled_scores(x * std + mean, mask))
         answer = (target > 0) & (seen > 0)
         for head in range(heads):
             answer_scores[head].append(pooled[..., head][answer[..., head]])
@@ -222,8 +224,8 @@ def _recalls(answer_scores: list[torch.Tensor], shift: torch.Tensor) -> tuple[fl
 
 
 def _item_maxima(gate: ContentGate, items: list[np.ndarray]) -> torch.Tensor:
-    """Each item's highest detector score per head, [items, N]: the running max at its last position."""
-    return torch.stack([gate.scores(torch.as_tensor(item)[None], None)[0].amax(0) for item in items])
+    """Each item's highest combined score per head, [items, N]: the running max at its last position."""
+    return torch.stack([gate.combined(gate.scores(torch.as_tensor(item)[None], None)[0].amax(0)) for item in items])
 
 
 def _calibration_shift(gate: ContentGate, items: list[np.ndarray], false_fire: float) -> torch.Tensor:

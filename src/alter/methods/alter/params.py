@@ -75,6 +75,8 @@ class ALTERParams:
     gate_chat_turns: int = 4  # exchanges per chat
     gate_turn_reset: bool = False  # 'content': the gate's running max restarts at each user turn (chat template)
     gate_name_swaps: bool = False  # 'content': forget rows with another first name or surname among the fit's negatives
+    gate_parts: int = 1  # 'content': detectors per head, the head on where all have fired (gates.py; 2 with name swaps:
+    # one learns each name part, docs/method.md, "Two detectors per head")
     gate_fit_lr: float = 0.1  # 'content': the detector's Adam rate; at 0.1 its fit amplifies rounding (docs/method.md)
     gate_fit_steps: int = 500  # 'content': full-batch Adam steps of the detector's fit
     gate_fit_draws: int = 1  # 'content': fits from this many initialisations, their detectors averaged
@@ -128,6 +130,12 @@ class ALTERParams:
                              f"got {self.gate_hard_negative_refits}")
         if not 0 <= self.gate_min_recall <= 1:
             raise ValueError(f"params.gate_min_recall: expected a share in [0, 1], got {self.gate_min_recall}")
+        if self.gate_parts < 1 or (self.gate_parts > 1 and self.router != "content"):
+            raise ValueError(f"params.gate_parts: expected 1, or more with params.router 'content', got "
+                             f"{self.gate_parts} with {self.router!r}")
+        if self.gate_parts > 1 and self.gate_fit_draws > 1:
+            raise ValueError("params.gate_fit_draws: averaging draws needs params.gate_parts 1 (a draw's detectors "
+                             "may learn the name parts in either order)")
         if self.gate_fit_draws < 1:
             raise ValueError(f"params.gate_fit_draws: expected at least one fit, got {self.gate_fit_draws}")
         if self.gate_chat_turns < 2:
