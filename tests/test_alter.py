@@ -401,16 +401,15 @@ def test_a_gate_of_two_parts_fits_a_subject_named_by_two_tokens_that_one_detecto
     forget = [item(True, True) for _ in range(12)]
     namesakes = [item(True, False) for _ in range(12)] + [item(False, True) for _ in range(12)]
     others = [item(False, False) for _ in range(12)]
-    facts = {}
-    for parts in (1, 2):
-        gate = ContentGate(3, 1, parts=parts)
-        facts[parts] = fit_content_gate(gate, forget, [4] * 12, np.zeros(12, int), namesakes + others, seed=0,
-                                        steps=300)
+    gates = {parts: ContentGate(3, 1, parts=parts) for parts in (1, 2)}
+    facts = {parts: fit_content_gate(gate, forget, [4] * 12, np.zeros(12, int), namesakes + others, seed=0, steps=300)
+             for parts, gate in gates.items()}
     assert facts[2]["forget_answer_recall"] == 1.0 and facts[2]["retain_fire_rate"] == 0.0
     assert facts[1]["forget_answer_recall"] < 1.0 or facts[1]["retain_fire_rate"] > 0.0
+    two = gates[2]
     with torch.no_grad():
-        on = ContentGate.weights(gate.combined(gate.pooled_scores(torch.as_tensor(np.stack(forget[:1] + namesakes[:1]
-                                                                                            + namesakes[-1:])))))
+        on = ContentGate.weights(two.combined(two.pooled_scores(torch.as_tensor(np.stack(forget[:1] + namesakes[:1]
+                                                                                          + namesakes[-1:])))))
     assert on[0, :, 0].tolist() == [0, 0, 1, 1, 1, 1, 1, 1] and on[1:].sum() == 0
 
 

@@ -76,7 +76,8 @@ class ALTERParams:
     gate_turn_reset: bool = False  # 'content': the gate's running max restarts at each user turn (chat template)
     gate_name_swaps: bool = False  # 'content': forget rows with another first name or surname among the fit's negatives
     gate_parts: int = 1  # 'content': detectors per head, the head on where all have fired (gates.py); 2 with name swaps
-    # as negatives: one part of a name alone no longer switches a head on (docs/method.md, "Two detectors per head")
+    # was meant to keep one name part alone from switching a head on: it did on world 17, not on world 19 (docs/method.md,
+    # "Two detectors per head")
     gate_fit_lr: float = 0.1  # 'content': the detector's Adam rate; at 0.1 its fit amplifies rounding (docs/method.md)
     gate_fit_steps: int = 500  # 'content': full-batch Adam steps of the detector's fit
     gate_fit_draws: int = 1  # 'content': fits from this many initialisations, their detectors averaged
