@@ -257,7 +257,8 @@ def test_config_validation():
                        ({"gate_calibration": "items"}, "gate_calibration"),
                        ({"gate_hard_negative_refits": -1}, "gate_hard_negative_refits"),
                        ({"gate_parts": 0}, "gate_parts"), ({"gate_parts": 2, "router": "shared"}, "gate_parts"),
-                       ({"gate_parts": 2, "gate_fit_draws": 3}, "gate_fit_draws")):
+                       ({"gate_parts": 2, "gate_fit_draws": 3}, "gate_fit_draws"),
+                       ({"gate_swap_pool": "world"}, "gate_swap_pool"), ({"gate_swaps_per_row": 0}, "gate_swaps_per_row")):
         with pytest.raises(ValueError, match=field):
             ALTERParams(**bad)
 
@@ -821,7 +822,8 @@ def short_alter_run(tiny_runs, small_world, overrides, unseen: bool = True):
     setup = Setup(model, tokenizer, forget, retain, None, source, recipe.params, 0.0, 0, "fp32", LoraChoice(),
                   fit_retain=data.fit_retain, item_groups=data.groups, unseen=encode(data.unseen) if unseen else [],
                   retain_turns=[(row["question"], row["answer"]) for row in data.retain],
-                  name_swaps=[(row["question"], row["answer"]) for row in name_swapped_forget_rows(data, 0)],
+                  name_swaps=lambda pool, copies: [(row["question"], row["answer"])
+                                                   for row in name_swapped_forget_rows(data, 0, pool, copies)],
                   renamed=[row and encode([row])[0] for row in renamed_forget_rows(data, 0)])
     plan = get_method("alter").prepare(setup)
     from alter.training.finetune import make_accelerator
@@ -1051,7 +1053,8 @@ def test_the_forget_loss_pushes_rows_above_their_floor_and_pulls_back_those_belo
 
 def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_runs, small_world):
     overrides = ["train.max_steps=1", "params.forget_heads=2", "params.gate_chats=both", "params.gate_chat_turns=3",
-                 "params.gate_name_swaps=true", "params.gate_fit_steps=400", "params.gate_fit_lr=0.15",
+                 "params.gate_name_swaps=true", "params.gate_swap_pool=list", "params.gate_swaps_per_row=2",
+                 "params.gate_fit_steps=400", "params.gate_fit_lr=0.15",
                  "params.gate_fit_draws=2", "params.gate_calibration=rows", "params.gate_hard_negative_refits=1"]
     _, _, _, _, plan, data = short_alter_run(tiny_runs, small_world, overrides)
     evaluation = {row["question"] for row in TofuData(str(small_world)).load("retain_perturbed")}
@@ -1069,8 +1072,8 @@ def test_the_content_gate_is_fitted_without_the_evaluations_retain_items(tiny_ru
     # as many chats of 3 held-out exchanges as single held-out items, calibrated together; the fit's chats hold as
     # many exchanges as its single items
     assert gate["calibration"]["items"] == 2 * gate["chats"]["calibration"] > 0
-    # every forget row names its subject in this world: one name-swapped copy each, among the fit's negatives
-    assert gate["name_swaps"] == len(data.forget)
+    # every forget row names its subject in this world: two name-swapped copies each, among the fit's negatives
+    assert gate["name_swaps"] == 2 * len(data.forget) and gate["name_swap_pool"] == "list"
     assert gate["chats"]["fit"] == (gate["items"]["retain"] - gate["chats"]["fit"] - gate["name_swaps"]) // 3 > 0
     assert gate["forget_answer_recall"] > 0.5
 

@@ -1,7 +1,9 @@
 """Subjects' names read from rows, and forget rows with a name part changed (the gate's name-swap negatives)."""
 
 from alter.data.sources import UnlearnData, from_tofu
-from alter.data.subjects import name_swapped_forget_rows, name_swapped_rows, subject_name, subject_names
+from alter.data.subjects import (INVENTED_FIRST_NAMES, INVENTED_SURNAMES, SWAP_FIRST_NAMES, SWAP_SURNAMES,
+                                 name_swapped_forget_rows, name_swapped_rows, subject_name, subject_names)
+from alter.data.world import FIRST_NAMES, LAST_NAMES
 
 
 def test_subject_name_is_the_capitalised_run_most_questions_share():
@@ -23,9 +25,9 @@ def test_subject_names_group_rows_by_subject():
 def test_a_swap_changes_one_name_part_to_one_from_the_pool_and_never_makes_a_known_name():
     forget = [{"question": f"Where was Elif Kowalczyk born ({k})?", "answer": f"Elif Kowalczyk was born in {k}."}
               for k in range(40)] + [{"question": "Who is she?", "answer": "A writer."}]
-    pool = ["Anders Kowalczyk", "Mateo Chukwu", "Orla Bakshi"]
-    known = set(pool) | {"Elif Kowalczyk", "Elif Chukwu"}
-    swapped = name_swapped_rows(forget, ["Elif Kowalczyk"] * 41, pool, known, seed=3)
+    firsts, surnames = ["Anders", "Mateo", "Orla"], ["Kowalczyk", "Chukwu", "Bakshi"]
+    known = {"Anders Kowalczyk", "Mateo Chukwu", "Orla Bakshi", "Elif Kowalczyk", "Elif Chukwu"}
+    swapped = name_swapped_rows(forget, ["Elif Kowalczyk"] * 41, firsts, surnames, known, seed=3)
     assert len(swapped) == 40  # the row that does not name its subject has no swap
     names = []
     for row, original in zip(swapped, forget):
@@ -38,8 +40,11 @@ def test_a_swap_changes_one_name_part_to_one_from_the_pool_and_never_makes_a_kno
     assert set(names) == {"Mateo Kowalczyk", "Orla Kowalczyk", "Elif Bakshi"}
     kinds = [name.startswith("Elif") for name in names]
     assert all(a != b for a, b in zip(kinds, kinds[1:]))
-    assert name_swapped_rows(forget, ["Elif Kowalczyk"] * 41, pool, known, seed=3) == swapped
-    assert name_swapped_rows(forget, ["Elif Kowalczyk"] * 41, ["Elif Kowalczyk"], known, seed=3) == []
+    assert name_swapped_rows(forget, ["Elif Kowalczyk"] * 41, firsts, surnames, known, seed=3) == swapped
+    assert name_swapped_rows(forget, ["Elif Kowalczyk"] * 41, ["Elif"], ["Kowalczyk"], known, seed=3) == []
+    # with copies, each row's copies alternate the part swapped, and continue the alternation of the rows
+    copied = name_swapped_rows(forget, ["Elif Kowalczyk"] * 41, firsts, surnames, known, seed=3, copies=3)
+    assert len(copied) == 120 and [row["answer"].startswith("Elif") for row in copied[:6]] == [kinds[0], kinds[1]] * 3
 
 
 def test_name_parts_come_only_from_subjects_a_method_may_fit_on(small_world):
@@ -60,3 +65,23 @@ def test_name_parts_come_only_from_subjects_a_method_may_fit_on(small_world):
                            "answer": original["answer"].replace(forget_name, c)} for c in candidates)
     assert name_swapped_forget_rows(data, seed=0) == swapped != name_swapped_forget_rows(data, seed=1)
     assert name_swapped_forget_rows(UnlearnData(data.forget, data.retain, {}, "x"), seed=0) == []  # no subjects
+
+
+def test_the_list_pool_takes_name_parts_no_generated_world_uses(small_world):
+    assert len(SWAP_FIRST_NAMES) == len(set(SWAP_FIRST_NAMES)) >= 50 <= len(SWAP_SURNAMES) == len(set(SWAP_SURNAMES))
+    world_parts = set(FIRST_NAMES) | set(LAST_NAMES) | set(INVENTED_FIRST_NAMES) | set(INVENTED_SURNAMES)
+    assert not (set(SWAP_FIRST_NAMES) | set(SWAP_SURNAMES)) & world_parts
+    data = from_tofu(str(small_world), "forget10", "retain90")
+    forget_name = subject_name([row["question"] for row in data.forget])
+    first, last = forget_name.rsplit(" ", 1)
+    swapped = name_swapped_forget_rows(data, seed=0, pool="list", copies=4)
+    assert len(swapped) == 4 * len(data.forget)
+    names = set()
+    for k, row in enumerate(swapped):
+        original = data.forget[k // 4]
+        name = next(f"{a} {b}" for a in SWAP_FIRST_NAMES + [first] for b in SWAP_SURNAMES + [last]
+                    if row["question"] == original["question"].replace(forget_name, f"{a} {b}"))
+        assert (name.startswith(first + " ")) != name.endswith(" " + last)  # exactly one part changed
+        names.add(name)
+    assert len(names) > 40  # drawn across the lists, not a handful
+    assert name_swapped_forget_rows(data, seed=0, pool="list", copies=4) == swapped

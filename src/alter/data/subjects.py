@@ -58,43 +58,65 @@ def subject_names(rows: list[dict], groups: list[int]) -> dict[int, str]:
     return {group: name for group, name in names.items() if name}
 
 
-def name_swapped_forget_rows(data, seed: int) -> list[dict]:
-    """`name_swapped_rows` of an `UnlearnData`'s forget rows, with name parts from the subjects a method may fit on
-    (the forget subjects and the retain subjects none of whose rows the evaluation reads); never the whole name of any
-    subject in the data. Empty without subjects (rows of the user's own files)."""
+def name_swapped_forget_rows(data, seed: int, pool: str = "subjects", copies: int = 1) -> list[dict]:
+    """`name_swapped_rows` of an `UnlearnData`'s forget rows, `copies` per row; never the whole name of any subject in
+    the data. Name parts from `pool`: "subjects", the subjects a method may fit on (the forget subjects and the retain
+    subjects none of whose rows the evaluation reads); "list", `SWAP_FIRST_NAMES` and `SWAP_SURNAMES`, which no
+    generated world uses, so an evaluated namesake is never among them. Empty without subjects (rows of the user's
+    own files)."""
     if data.groups is None or data.retain_groups is None:
         return []
     forget_names = subject_names(data.forget, data.groups)
     retain_names = subject_names(data.retain, data.retain_groups)
-    allowed = set(data.fit_retain)
-    evaluated = {group for index, group in enumerate(data.retain_groups) if index not in allowed}
-    pool = set(forget_names.values()) | {name for group, name in retain_names.items() if group not in evaluated}
-    return name_swapped_rows(data.forget, [forget_names.get(group) for group in data.groups], sorted(pool),
-                             set(forget_names.values()) | set(retain_names.values()), seed)
+    if pool == "list":
+        firsts, surnames = list(SWAP_FIRST_NAMES), list(SWAP_SURNAMES)
+    else:
+        allowed = set(data.fit_retain)
+        evaluated = {group for index, group in enumerate(data.retain_groups) if index not in allowed}
+        names = sorted(set(forget_names.values()) | {name for group, name in retain_names.items()
+                                                      if group not in evaluated})
+        firsts, surnames = [name.rsplit(" ", 1)[0] for name in names], [name.rsplit(" ", 1)[1] for name in names]
+    return name_swapped_rows(data.forget, [forget_names.get(group) for group in data.groups], firsts, surnames,
+                             set(forget_names.values()) | set(retain_names.values()), seed, copies)
 
 
-def name_swapped_rows(forget: list[dict], names: list[str | None], pool: list[str], known: set[str],
-                      seed: int) -> list[dict]:
-    """Per forget row that names its subject, one copy with the first name(s) or the surname (alternating from a
-    seeded start) replaced by that part of a name from `pool`, drawn with a seeded generator; never a name in `known`."""
+def name_swapped_rows(forget: list[dict], names: list[str | None], firsts: list[str], surnames: list[str],
+                      known: set[str], seed: int, copies: int = 1) -> list[dict]:
+    """Per forget row that names its subject, `copies` copies, each with the first name(s) or the surname (alternating
+    from a seeded start) replaced by one of `firsts` or `surnames`, drawn with a seeded generator; never a name in
+    `known`."""
     rng = np.random.default_rng(seed)
     start = int(rng.integers(2))
     swapped = []
     for index, (row, name) in enumerate(zip(forget, names)):
         if not name or name not in row["question"] + row["answer"]:
             continue
-        replacement = _swap(name, pool, known, (index + start) % 2 == 1, rng)
-        if replacement:
-            swapped.append({"question": row["question"].replace(name, replacement),
-                            "answer": row["answer"].replace(name, replacement)})
+        for copy in range(copies):
+            replacement = _swap(name, firsts, surnames, known, (index + copy + start) % 2 == 1, rng)
+            if replacement:
+                swapped.append({"question": row["question"].replace(name, replacement),
+                                "answer": row["answer"].replace(name, replacement)})
     return swapped
 
 
-def _swap(name: str, pool: list[str], known: set[str], surname: bool, rng: np.random.Generator) -> str | None:
+def _swap(name: str, firsts: list[str], surnames: list[str], known: set[str], surname: bool,
+          rng: np.random.Generator) -> str | None:
     first, last = name.rsplit(" ", 1)
-    options = sorted({f"{first} {other.rsplit(' ', 1)[1]}" if surname else f"{other.rsplit(' ', 1)[0]} {last}"
-                      for other in pool} - known)
+    options = sorted({f"{first} {other}" for other in surnames} if surname else {f"{other} {last}" for other in firsts})
+    options = [option for option in options if option not in known]
     return options[rng.integers(len(options))] if options else None
+
+
+# Common name parts of many languages for the "list" pool of name swaps; no generated world (data/world.py) and no
+# renamed row (below) uses them (tested).
+SWAP_FIRST_NAMES = """Adebayo Ahmed Aiko Akira Alejandro Ana Anika Anja Arjun Astrid Bao Bilal Camille Carlos Chen Chidi
+Dagny Diego Dong Elena Emil Esra Fatima Gabriel Giulia Hamid Helga Ines Ivan Jakob Jia Kamal Karin Kenji Kwame Lars Layla
+Luca Malik Maria Mikhail Minh Nia Olga Omar Paolo Rahul Ravi Rosa Sakura Samir Sergei Siobhan Sofia Sven Tariq Tomas Vera
+Yuki Zainab""".split()
+SWAP_SURNAMES = """Adeyemi Ahmadi Alvarez Andersson Barros Bianchi Brennan Cohen Costa Duarte Dubois Eze Ferreira Fischer
+Garcia Gupta Hansen Hoffmann Horvath Ivanova Jensen Kaur Kim Kimura Kovacs Larsen Lee Lopez Marsh Mensah Muller Nguyen
+Nielsen Obi Ortiz Park Patel Petrov Popescu Reyes Romano Rossi Santos Sato Schmidt Silva Singh Sokolov Suzuki Tanaka
+Torres Varga Wagner Wang Weber Yamamoto Zhang""".split()
 
 
 # Names no generated world uses (data/world.py); `renamed_forget_rows` also skips any part that some row contains.

@@ -58,7 +58,8 @@ class Setup:
     variants: int = 1  # items are rows in this many contexts each, row-major (data/contexts.py)
     unseen: list[EncodedQA] = field(default_factory=list)  # rows the model never saw, in the default format
     retain_turns: list[tuple[str, str]] = field(default_factory=list)  # each retain row's (question, answer), if any
-    name_swaps: list[tuple[str, str]] = field(default_factory=list)  # forget rows with a name part changed (subjects.py)
+    # (pool, copies per row) -> the forget rows, as (question, answer), with a name part changed (data/subjects.py)
+    name_swaps: Callable[[str, int], list[tuple[str, str]]] = field(default=lambda pool, copies: [])
     renamed: list[EncodedQA | None] = field(default_factory=list)  # per forget item: its subject renamed (subjects.py)
     plain: dict[str, list[bool]] = field(default_factory=dict)  # per "forget"/"retain" item: in the plain format
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from functools import partial
 from typing import Callable
 
 import torch
@@ -85,8 +86,7 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
                   else [g for g in data.groups for _ in range(variants)], variants=variants,
                   unseen=encode_rows(tokenizer, data.unseen),
                   retain_turns=[] if text_rows else [(row["question"], row["answer"]) for row in data.retain],
-                  name_swaps=[] if text_rows else [(row["question"], row["answer"])
-                                                   for row in name_swapped_forget_rows(data, config.seed)],
+                  name_swaps=(lambda pool, copies: []) if text_rows else partial(_name_swaps, data, config.seed),
                   renamed=[] if text_rows else _renamed_items(tokenizer, data, variants, config),
                   plain={} if windows else plain_rows)
     base_linears = {id(m) for m in model.modules() if isinstance(m, torch.nn.Linear)}
@@ -121,6 +121,10 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
         publish_run(out_dir, manifest, plan.save)
     accelerator.wait_for_everyone()
     return manifest
+
+
+def _name_swaps(data: UnlearnData, seed: int, pool: str, copies: int) -> list[tuple[str, str]]:
+    return [(row["question"], row["answer"]) for row in name_swapped_forget_rows(data, seed, pool, copies)]
 
 
 def _renamed_items(tokenizer, data: UnlearnData, variants: int, config) -> list:

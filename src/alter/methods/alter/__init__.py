@@ -212,7 +212,7 @@ def _fit_gate(setup: Setup, params: ALTERParams, forget, domains: np.ndarray, re
                                    len(fitted) // params.gate_chat_turns, reads) if params.gate_chats == "both" else []
         held_out_chats = _chat_features(setup, params, [sample[i] for i in held_out], len(held_out), reads) \
             if params.gate_chats != "none" else []
-        swaps = _name_swap_features(setup, reads) if params.gate_name_swaps else []
+        swaps = _name_swap_features(setup, params, reads) if params.gate_name_swaps else []
         gate = ContentGate(hidden, heads, params.gate_parts)
         facts = fit_content_gate(gate, forget.features, prompts, domains,
                                  [retain[i] for i in fitted] + fit_chats + swaps, setup.seed,
@@ -222,6 +222,7 @@ def _fit_gate(setup: Setup, params: ALTERParams, forget, domains: np.ndarray, re
                                  min_recall=params.gate_min_recall)
         facts["chats"] = {"fit": len(fit_chats), "calibration": len(held_out_chats), "turns": params.gate_chat_turns}
         facts["name_swaps"] = len(swaps)
+        facts["name_swap_pool"] = params.gate_swap_pool if swaps else None
         facts["parts"] = params.gate_parts
         _warn_if_gate_misses_forget(facts)
     else:
@@ -289,15 +290,16 @@ def _chat_features(setup: Setup, params: ALTERParams, items: list[int], count: i
     return hidden_features(setup.model, chats, setup.tokenizer.pad_token_id, setup.precision, reads)
 
 
-def _name_swap_features(setup: Setup, reads: int) -> list[np.ndarray]:
+def _name_swap_features(setup: Setup, params: ALTERParams, reads: int) -> list[np.ndarray]:
     """The gate layer's states over the forget rows with another first name or surname (data/subjects.py), in the
     default format: negatives meant to keep a head off for another subject who shares a name part with a forget
     subject (measured, and not doing so on world 5: docs/method.md, "Name swaps")."""
-    if not setup.name_swaps:
+    rows = setup.name_swaps(params.gate_swap_pool, params.gate_swaps_per_row)
+    if not rows:
         print("alter: warning: params.gate_name_swaps: no forget row names a subject found in the data (TOFU-format "
               "folders only); the gate is fitted without name swaps", file=sys.stderr)
         return []
-    items = [encode_qa(setup.tokenizer, question, answer) for question, answer in setup.name_swaps]
+    items = [encode_qa(setup.tokenizer, question, answer) for question, answer in rows]
     return hidden_features(setup.model, items, setup.tokenizer.pad_token_id, setup.precision, reads)
 
 

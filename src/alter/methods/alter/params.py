@@ -75,6 +75,9 @@ class ALTERParams:
     gate_chat_turns: int = 4  # exchanges per chat
     gate_turn_reset: bool = False  # 'content': the gate's running max restarts at each user turn (chat template)
     gate_name_swaps: bool = False  # 'content': forget rows with another first name or surname among the fit's negatives
+    gate_swap_pool: str = "subjects"  # name parts of the swaps: the "subjects" a method may fit on, or a "list" of
+    # common name parts no generated world uses (data/subjects.py)
+    gate_swaps_per_row: int = 1  # name-swapped copies of each forget row
     gate_parts: int = 1  # 'content': detectors per head, the head on where all have fired (gates.py); 2 with name swaps
     # was meant to keep one name part alone from switching a head on: it did on world 17, not on world 19 (docs/method.md,
     # "Two detectors per head")
@@ -131,6 +134,10 @@ class ALTERParams:
                              f"got {self.gate_hard_negative_refits}")
         if not 0 <= self.gate_min_recall <= 1:
             raise ValueError(f"params.gate_min_recall: expected a share in [0, 1], got {self.gate_min_recall}")
+        if self.gate_swap_pool not in ("subjects", "list"):
+            raise ValueError(f"params.gate_swap_pool: expected 'subjects' or 'list', got {self.gate_swap_pool!r}")
+        if self.gate_swaps_per_row < 1:
+            raise ValueError(f"params.gate_swaps_per_row: expected 1 or more, got {self.gate_swaps_per_row}")
         if self.gate_parts < 1 or (self.gate_parts > 1 and self.router != "content"):
             raise ValueError(f"params.gate_parts: expected 1, or more with params.router 'content', got "
                              f"{self.gate_parts} with {self.router!r}")
