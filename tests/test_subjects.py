@@ -80,7 +80,7 @@ def test_the_list_pool_takes_name_parts_no_generated_world_uses(small_world):
     for k, row in enumerate(swapped):
         original = data.forget[k // 4]
         name = next(f"{a} {b}" for a in SWAP_FIRST_NAMES + [first] for b in SWAP_SURNAMES + [last]
-                    if row["question"] == original["question"].replace(forget_name, f"{a} {b}"))
+                    if row == {key: original[key].replace(forget_name, f"{a} {b}") for key in ("question", "answer")})
         assert (name.startswith(first + " ")) != name.endswith(" " + last)  # exactly one part changed
         names.add(name)
     assert len(names) > 40  # drawn across the lists, not a handful
