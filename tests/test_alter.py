@@ -30,7 +30,7 @@ from alter.methods.alter.generic import GenericTargets, aligned_positions, lower
 from alter.methods.alter.objective import (ALTERObjective, joined_batch, next_labels, predicts_answer, row_spans,
                                           without_answer_token)
 from alter.methods.alter.params import ALTERParams, paper_overrides
-from alter.methods.alter.subdomains import agreement_with_groups
+from alter.methods.alter.subdomains import agreement_with_groups, subject_subdomains
 from alter.methods.base import LoraChoice, Setup
 from alter.methods.losses import masked_kl
 from alter.models import load_model
@@ -258,7 +258,7 @@ def test_config_validation():
                        ({"gate_hard_negative_refits": -1}, "gate_hard_negative_refits"),
                        ({"gate_parts": 0}, "gate_parts"), ({"gate_parts": 2, "router": "shared"}, "gate_parts"),
                        ({"gate_parts": 2, "gate_fit_draws": 3}, "gate_fit_draws"),
-                       ({"gate_swap_pool": "world"}, "gate_swap_pool"), ({"gate_swaps_per_row": 0}, "gate_swaps_per_row")):
+                       ({"gate_swap_pool": "world"}, "gate_swap_pool"), ({"subdomains": "authors"}, "subdomains"), ({"gate_swaps_per_row": 0}, "gate_swaps_per_row")):
         with pytest.raises(ValueError, match=field):
             ALTERParams(**bad)
 
@@ -693,6 +693,16 @@ def test_shared_router_equals_sklearns_decision_function(heads):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
 
+def test_subject_subdomains_give_one_head_per_subject_in_order_of_first_appearance():
+    labels, facts = subject_subdomains([7, 7, 3, 9, 3])
+    assert labels.tolist() == [0, 0, 1, 2, 1] and facts["heads"] == 3 and facts["sizes"] == [2, 2, 1]
+    from types import SimpleNamespace
+
+    from alter.methods.alter import _subdomains
+    with pytest.raises(UserError, match="params.subdomains"):
+        _subdomains(SimpleNamespace(item_groups=None, variants=1), ALTERParams(subdomains="subjects"), None)
+
+
 def test_subdomain_agreement_is_the_adjusted_rand_index():
     assert agreement_with_groups(np.array([0, 0, 1, 1]), [7, 7, 9, 9]) == 1.0
     assert agreement_with_groups(np.array([0, 1, 0, 1]), [7, 7, 9, 9]) == pytest.approx(-0.5)
@@ -967,6 +977,15 @@ def test_npo_on_every_answer_token_lowers_forget_probability_and_leaves_base_wei
     assert after > before
     assert plan.facts["alter"]["forget_floor"]["kind"] == "unseen"  # NPO with a floor trains (what it does: below)
     assert all(torch.equal(param, base[name]) for name, param in model.named_parameters() if name in base)
+
+
+def test_subjects_as_subdomains_give_each_forget_subject_its_own_head(tiny_runs, small_world):
+    _, _, _, _, plan, data = short_alter_run(tiny_runs, small_world, ["train.max_steps=1",
+                                                                      "params.subdomains=subjects"])
+    clustering = plan.facts["alter"]["clustering"]
+    assert clustering["by"] == "subjects" and clustering["heads"] == len(set(data.groups))
+    assert clustering["sizes"] == [data.groups.count(group) for group in dict.fromkeys(data.groups)]
+    assert len(plan.facts["alter"]["gate"]["forget_answer_recall_per_head"]) == clustering["heads"]
 
 
 def test_without_unseen_rows_the_forget_loss_has_no_floor_and_says_so(tiny_runs, small_world, capsys):

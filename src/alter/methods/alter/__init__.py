@@ -40,7 +40,7 @@ from alter.methods.alter.generic import GenericTargets
 from alter.methods.alter.objective import ALTERObjective
 from alter.methods.alter.params import ALTERParams
 from alter.methods.alter.statistics import hidden_features, item_statistics
-from alter.methods.alter.subdomains import agreement_with_groups, choose_subdomains
+from alter.methods.alter.subdomains import agreement_with_groups, choose_subdomains, subject_subdomains
 from alter.methods.base import Method, Phase, Plan, Setup
 
 
@@ -57,12 +57,7 @@ def prepare(setup: Setup) -> Plan:
     forget = item_statistics(model, setup.forget, pad, setup.precision, entropy, pooled=True, feature_layer=reads,
                              answer_logprob=params.forget_floor == "unseen")
     floors, floor = _floors(setup, params, forget, entropy)
-    # Sub-domains are of rows: clustered on each row's own format, shared by its other contexts.
-    rows, clustering = choose_subdomains(forget.pooled[:: setup.variants], params.forget_heads,
-                                         params.max_forget_heads, setup.seed)
-    domains = np.repeat(rows, setup.variants)
-    groups = setup.item_groups[:: setup.variants] if setup.item_groups else None
-    clustering["agreement_with_subjects"] = agreement_with_groups(rows, groups)
+    domains, clustering = _subdomains(setup, params, forget)
     # One frozen pass over the retain items serves the gate's fit (a sample of them) and where it fires (all).
     retain = item_statistics(model, setup.retain, pad, setup.precision, entropy, feature_layer=reads)
     gate, gate_facts = _fit_gate(setup, params, forget, domains, retain.features, clustering["heads"])
@@ -104,7 +99,7 @@ def prepare(setup: Setup) -> Plan:
              "clustering": clustering, "gate": gate_facts, "gate_layer": adapter.gate_layer, "forget_floor": floor,
              "generic_rows": generic.rows_renamed if generic else None,
              "adapted_layers": len(adapter.layers), "entropy_histogram": _histogram(answer_entropy.numpy())}
-    clusters = {str(i): int(d) for i, d in enumerate(rows)}
+    clusters = {str(i): int(d) for i, d in enumerate(domains[:: setup.variants])}
     return Plan(model, phases, "adapter",
                 lambda folder: adapter.save(folder, setup.base_model, {"alter": facts}, clusters), {"alter": facts})
 
@@ -126,9 +121,7 @@ def prepare_request(setup: Setup, params: ALTERParams) -> Plan:
     forget = item_statistics(model, setup.forget, pad, setup.precision, entropy, pooled=True, feature_layer=reads,
                              answer_logprob=params.forget_floor == "unseen")
     floors, floor = _floors(setup, params, forget, entropy)
-    rows, clustering = choose_subdomains(forget.pooled[:: setup.variants], params.forget_heads,
-                                         params.max_forget_heads, setup.seed)
-    domains = np.repeat(rows, setup.variants)
+    domains, clustering = _subdomains(setup, params, forget)
     retain = item_statistics(model, setup.retain, pad, setup.precision, entropy, feature_layer=reads)
     new_rows, gate_facts = _fit_gate(setup, params, forget, domains, retain.features, clustering["heads"])
     adapter = AlterModel.load(model, folder)
@@ -231,6 +224,22 @@ def _fit_gate(setup: Setup, params: ALTERParams, forget, domains: np.ndarray, re
         retain_means = [SharedRouter.running_mean(torch.as_tensor(f)[None], None)[0][0].numpy() for f in retain]
         facts = fit_shared_router(gate, means, prompts, domains, retain_means, setup.seed, params.null_output)
     return gate, {**facts, "retain_items": count, "kind": params.router}
+
+
+def _subdomains(setup: Setup, params: ALTERParams, forget) -> tuple[np.ndarray, dict]:
+    """Each forget item's sub-domain (its forget head) and the facts of the choice. Sub-domains are of rows: clustered
+    on each row's own format, shared by its other contexts."""
+    groups = setup.item_groups[:: setup.variants] if setup.item_groups else None
+    if params.subdomains == "subjects":
+        if groups is None:
+            raise UserError("params.subdomains: 'subjects' needs rows with subjects (a TOFU-format --data folder)")
+        rows, clustering = subject_subdomains(groups)
+    else:
+        rows, clustering = choose_subdomains(forget.pooled[:: setup.variants], params.forget_heads,
+                                             params.max_forget_heads, setup.seed)
+    clustering["by"] = params.subdomains
+    clustering["agreement_with_subjects"] = agreement_with_groups(rows, groups)
+    return np.repeat(rows, setup.variants), clustering
 
 
 def _calibration_split(rows: list[int], kind: str, seed: int) -> tuple[list[int], list[int]]:

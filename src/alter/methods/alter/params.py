@@ -34,6 +34,8 @@ class ALTERParams:
     entropy_guidance: bool = True  # off: plain asymmetric LoRA (every token low-entropy, A learns from all)
     forget_heads: int = 0  # 0 = chosen by silhouette score among 2..max_forget_heads
     max_forget_heads: int = 4
+    subdomains: str = "kmeans"  # forget heads per k-means cluster of the rows (the paper), or one per "subjects" of the
+    # data (TOFU authors; forget_heads and max_forget_heads then unused)
     rank: int = 8
     lora_alpha: float = 16.0
     router: str = "content"  # content | layer (paper) | shared | none (adapters/config.py)
@@ -134,6 +136,8 @@ class ALTERParams:
                              f"got {self.gate_hard_negative_refits}")
         if not 0 <= self.gate_min_recall <= 1:
             raise ValueError(f"params.gate_min_recall: expected a share in [0, 1], got {self.gate_min_recall}")
+        if self.subdomains not in ("kmeans", "subjects"):
+            raise ValueError(f"params.subdomains: expected 'kmeans' or 'subjects', got {self.subdomains!r}")
         if self.gate_swap_pool not in ("subjects", "list"):
             raise ValueError(f"params.gate_swap_pool: expected 'subjects' or 'list', got {self.gate_swap_pool!r}")
         if self.gate_swaps_per_row < 1:

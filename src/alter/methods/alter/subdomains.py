@@ -1,4 +1,5 @@
-"""Forget sub-domains: k-means over the forget items' pooled hidden states, one forget head per cluster."""
+"""Forget sub-domains, one forget head each: k-means over the forget items' pooled hidden states (the paper), or the
+data's subjects."""
 
 from __future__ import annotations
 
@@ -20,6 +21,13 @@ def choose_subdomains(pooled: np.ndarray, requested: int, max_heads: int, seed: 
         k = max(scores, key=scores.get) if scores else 1
     labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(pooled) if k > 1 else np.zeros(n, int)
     return labels, {"heads": int(k), "silhouette": scores, "sizes": np.bincount(labels, minlength=k).tolist()}
+
+
+def subject_subdomains(groups: list[int]) -> tuple[np.ndarray, dict]:
+    """One sub-domain per subject (e.g. TOFU author), numbered in order of first appearance."""
+    order = {group: index for index, group in enumerate(dict.fromkeys(groups))}
+    labels = np.array([order[group] for group in groups], dtype=int)
+    return labels, {"heads": len(order), "silhouette": {}, "sizes": np.bincount(labels).tolist()}
 
 
 def agreement_with_groups(domains: np.ndarray, groups: list[int] | None) -> float | None:
