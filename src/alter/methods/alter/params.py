@@ -78,7 +78,8 @@ class ALTERParams:
     gate_turn_reset: bool = False  # 'content': the gate's running max restarts at each user turn (chat template)
     gate_name_swaps: bool = False  # 'content': forget rows with another first name or surname among the fit's negatives
     gate_swap_pool: str = "subjects"  # name parts of the swaps: the "subjects" a method may fit on, or a "list" of
-    # common name parts no generated world uses (data/subjects.py)
+    # common name parts no generated world uses (data/subjects.py); "list" kept namesakes off on worlds 17 and 19 and
+    # let the calibration silence two heads on world 25 (docs/method.md, "Name swaps from a list of common name parts")
     gate_swaps_per_row: int = 1  # name-swapped copies of each forget row
     gate_parts: int = 1  # 'content': detectors per head, the head on where all have fired (gates.py); 2 with name swaps
     # was meant to keep one name part alone from switching a head on: it did on world 17, not on world 19 (docs/method.md,
