@@ -258,7 +258,8 @@ def test_config_validation():
                        ({"gate_hard_negative_refits": -1}, "gate_hard_negative_refits"),
                        ({"gate_parts": 0}, "gate_parts"), ({"gate_parts": 2, "router": "shared"}, "gate_parts"),
                        ({"gate_parts": 2, "gate_fit_draws": 3}, "gate_fit_draws"),
-                       ({"gate_swap_pool": "world"}, "gate_swap_pool"), ({"subdomains": "authors"}, "subdomains"), ({"gate_swaps_per_row": 0}, "gate_swaps_per_row")):
+                       ({"gate_swap_pool": "world"}, "gate_swap_pool"), ({"subdomains": "authors"}, "subdomains"),
+                       ({"gate_swaps_per_row": 0}, "gate_swaps_per_row")):
         with pytest.raises(ValueError, match=field):
             ALTERParams(**bad)
 

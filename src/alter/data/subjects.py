@@ -4,7 +4,9 @@ whole name replaced by an invented one.
 A gate that keys on a name part fires on every other subject who shares it: on one generated world it fired on all
 20 answers of a retain author who shares a surname with a forget author (docs/method.md, "Shared name parts").
 Forget rows with another first name or another surname, as negatives, are meant to teach it the whole name; on
-worlds 5 and 0 they did not (docs/method.md, "Name swaps": a gate-only check, its commands there).
+worlds 5 and 0 they did not (docs/method.md, "Name swaps": a gate-only check, its commands there). Name parts drawn
+from a list that no generated world uses kept the namesakes of worlds 17 and 19 off, and on world 25 cost the gate
+half its forget answers (docs/method.md, "Name swaps from a list of common name parts").
 
 TOFU-format data has no name field, so a subject's name is read from its rows: the run of two to four capitalised
 words that the most of its questions contain (TOFU and generated worlds name the author in nearly every question).
