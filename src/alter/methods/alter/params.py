@@ -35,7 +35,8 @@ class ALTERParams:
     forget_heads: int = 0  # 0 = chosen by silhouette score among 2..max_forget_heads
     max_forget_heads: int = 4
     subdomains: str = "kmeans"  # forget heads per k-means cluster of the rows (the paper), or one per "subjects" of the
-    # data (TOFU authors; forget_heads and max_forget_heads then unused)
+    # data (TOFU authors; forget_heads and max_forget_heads then unused); measured on worlds 25 and 27, not the default
+    # (docs/method.md, "Name swaps from a list of common name parts")
     rank: int = 8
     lora_alpha: float = 16.0
     router: str = "content"  # content | layer (paper) | shared | none (adapters/config.py)
