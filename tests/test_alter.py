@@ -259,7 +259,8 @@ def test_config_validation():
                        ({"gate_parts": 0}, "gate_parts"), ({"gate_parts": 2, "router": "shared"}, "gate_parts"),
                        ({"gate_parts": 2, "gate_fit_draws": 3}, "gate_fit_draws"),
                        ({"gate_swap_pool": "world"}, "gate_swap_pool"), ({"subdomains": "authors"}, "subdomains"),
-                       ({"gate_swaps_per_row": 0}, "gate_swaps_per_row")):
+                       ({"gate_swaps_per_row": 0}, "gate_swaps_per_row"),
+                       ({"gate_swap_span": "answer"}, "gate_swap_span")):
         with pytest.raises(ValueError, match=field):
             ALTERParams(**bad)
 
@@ -1024,6 +1025,25 @@ def test_the_bodys_hidden_features_are_the_full_models_at_every_layer(tiny_runs,
         assert [f.shape for f in body] == [(len(item.input_ids), model.config.hidden_size) for item in items]
         for expected, got in zip(full.features, body):
             np.testing.assert_array_equal(got, expected)
+
+
+def test_name_swaps_over_the_question_alone_are_the_prompt_states_of_the_whole_rows(tiny_runs, small_world):
+    """`gate_swap_span` "question": a swapped row's negative is its prompt, the answer (the forget subject's facts)
+    left out; a causal model's states there are those of the whole row's first positions."""
+    from types import SimpleNamespace
+
+    from alter.methods.alter import _name_swap_features
+
+    model, tokenizer = fresh_target(tiny_runs)
+    data = from_tofu(str(small_world), "forget10", "retain90")
+    rows = [(row["question"], row["answer"]) for row in name_swapped_forget_rows(data, 0, "list", 1)][:6]
+    setup = SimpleNamespace(model=model, tokenizer=tokenizer, precision="fp32", name_swaps=lambda pool, copies: rows)
+    features = {span: _name_swap_features(setup, ALTERParams(gate_swap_span=span), 2) for span in ("row", "question")}
+    prompts = [encode_qa(tokenizer, question, answer).prompt_length for question, answer in rows]
+    assert [len(f) for f in features["question"]] == prompts
+    assert all(len(whole) > prompt for whole, prompt in zip(features["row"], prompts))
+    for whole, question, prompt in zip(features["row"], features["question"], prompts):
+        np.testing.assert_allclose(question, whole[:prompt], atol=1e-5)
 
 
 def test_a_frozen_pass_returns_freed_pages_before_each_forward(tiny_runs, small_world, monkeypatch):

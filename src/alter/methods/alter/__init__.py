@@ -216,6 +216,7 @@ def _fit_gate(setup: Setup, params: ALTERParams, forget, domains: np.ndarray, re
         facts["chats"] = {"fit": len(fit_chats), "calibration": len(held_out_chats), "turns": params.gate_chat_turns}
         facts["name_swaps"] = len(swaps)
         facts["name_swap_pool"] = params.gate_swap_pool if swaps else None
+        facts["name_swap_span"] = params.gate_swap_span if swaps else None
         facts["parts"] = params.gate_parts
         _warn_if_gate_misses_forget(facts)
     else:
@@ -302,14 +303,19 @@ def _chat_features(setup: Setup, params: ALTERParams, items: list[int], count: i
 def _name_swap_features(setup: Setup, params: ALTERParams, reads: int) -> list[np.ndarray]:
     """The gate layer's states over the forget rows with another first name or surname (data/subjects.py), in the
     default format: negatives meant to keep a head off for another subject who shares a name part with a forget
-    subject (measured, and not doing so on world 5: docs/method.md, "Name swaps")."""
+    subject (measured, and not doing so on world 5: docs/method.md, "Name swaps"). With `gate_swap_span` "question"
+    only the prompt's states: the answer keeps the forget subject's facts, and a whole-row negative tells the detector
+    to stay off over them too, so it can key on nothing but the name."""
     rows = setup.name_swaps(params.gate_swap_pool, params.gate_swaps_per_row)
     if not rows:
         print("alter: warning: params.gate_name_swaps: no forget row names a subject found in the data (TOFU-format "
               "folders only); the gate is fitted without name swaps", file=sys.stderr)
         return []
     items = [encode_qa(setup.tokenizer, question, answer) for question, answer in rows]
-    return hidden_features(setup.model, items, setup.tokenizer.pad_token_id, setup.precision, reads)
+    features = hidden_features(setup.model, items, setup.tokenizer.pad_token_id, setup.precision, reads)
+    if params.gate_swap_span == "question":
+        return [states[: item.prompt_length] for states, item in zip(features, items)]
+    return features
 
 
 def _turn_marker(setup: Setup, params: ALTERParams) -> list[int]:

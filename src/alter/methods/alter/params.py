@@ -82,6 +82,8 @@ class ALTERParams:
     # common name parts no generated world uses (data/subjects.py); "list" kept namesakes off on worlds 17 and 19 and
     # let the calibration silence two heads on world 25 (docs/method.md, "Name swaps from a list of common name parts")
     gate_swaps_per_row: int = 1  # name-swapped copies of each forget row
+    gate_swap_span: str = "row"  # what of a swapped row is a negative: the whole "row", or its "question" alone (the
+    # answer, the forget subject's own facts, then left free)
     gate_parts: int = 1  # 'content': detectors per head, the head on where all have fired (gates.py); 2 with name swaps
     # was meant to keep one name part alone from switching a head on: it did on world 17, not on world 19 (docs/method.md,
     # "Two detectors per head")
@@ -142,6 +144,8 @@ class ALTERParams:
             raise ValueError(f"params.subdomains: expected 'kmeans' or 'subjects', got {self.subdomains!r}")
         if self.gate_swap_pool not in ("subjects", "list"):
             raise ValueError(f"params.gate_swap_pool: expected 'subjects' or 'list', got {self.gate_swap_pool!r}")
+        if self.gate_swap_span not in ("row", "question"):
+            raise ValueError(f"params.gate_swap_span: expected 'row' or 'question', got {self.gate_swap_span!r}")
         if self.gate_swaps_per_row < 1:
             raise ValueError(f"params.gate_swaps_per_row: expected 1 or more, got {self.gate_swaps_per_row}")
         if self.gate_parts < 1 or (self.gate_parts > 1 and self.router != "content"):
