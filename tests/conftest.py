@@ -68,10 +68,13 @@ def random_alter_adapter():
     from alter.entropy import EntropySettings
 
     def make(model, seed: int, router: str = "layer", rank: int = 8, gate_bias: float = 0.0,
-             adapt_below_gate: bool = False, gate_parts: int = 1):
+             adapt_below_gate: bool = False, gate_parts: int = 1, name_patterns: list | None = None):
         # gate_layer 1: the gate biases the tests pass were chosen for that layer's state (partial firing)
+        if router == "names" and name_patterns is None:
+            name_patterns = [[0, 1]]  # the "name" of two token ids: a sequence holds it or not
         config = AlterConfig(rank=rank, forget_heads=2, router=router, gate_layer=1, gate_parts=gate_parts,
-                             adapt_below_gate=adapt_below_gate, entropy=EntropySettings(threshold=0.5))
+                             adapt_below_gate=adapt_below_gate, entropy=EntropySettings(threshold=0.5),
+                             name_patterns=name_patterns or [])
         adapter = AlterModel(model, config)
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():

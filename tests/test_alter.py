@@ -265,6 +265,28 @@ def test_config_validation():
             ALTERParams(**bad)
 
 
+# --- the names gate ----------------------------------------------------------------------------------------------
+
+
+def test_the_names_gate_is_on_from_the_token_that_completes_a_name_however_the_sequence_is_chunked():
+    """Hand case: names (5, 6) and (7,); a name part alone (5 without 6) and padding never switch it on."""
+    from alter.adapters.gates import NameGate
+
+    gate = NameGate([[5, 6], [7]])
+    ids = torch.tensor([[1, 5, 6, 2, 3], [5, 1, 6, 7, 2], [5, 5, 1, 6, 2], [0, 0, 5, 6, 2]])
+    mask = torch.tensor([[1] * 5, [1] * 5, [1] * 5, [0, 0, 1, 1, 1]])
+    expected = torch.tensor([[0, 0, 1, 1, 1], [0, 0, 0, 1, 1], [0, 0, 0, 0, 0], [0, 0, 0, 1, 1]], dtype=torch.bool)
+    on, _ = gate.on(ids, mask, None)
+    assert torch.equal(on, expected)
+    for cut in range(1, 5):  # generation: the prompt, then one token at a time, the state carried between chunks
+        first, carry = gate.on(ids[:, :cut], mask[:, :cut], None)
+        rest = [first]
+        for position in range(cut, 5):
+            step, carry = gate.on(ids[:, position : position + 1], mask[:, position : position + 1], carry)
+            rest.append(step)
+        assert torch.equal(torch.cat(rest, dim=1), expected)
+
+
 # --- the content gate --------------------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from alter.adapters.gates import NameGate
 from alter.data.batching import pad_sequences
 from alter.data.formatting import encode_prompt
 from alter.data.tofu import TofuData
@@ -35,15 +36,21 @@ def test_rows_leave_the_batch_at_eos_with_the_tokens_of_generate(tiny_runs, smal
     assert len(lengths) > 1 and min(lengths) < 40  # some rows ended early and left the batch
 
 
-ROUTERS = ("content", "layer", "shared", "none")
+ROUTERS = ("content", "names", "layer", "shared", "none")
 
 
 def calibrated_adapter(random_alter_adapter, model, router, prompts):
     """A random adapter whose content gate's detectors each fire on about 5% of tokens, so it switches on part-way
-    through some sequences (prompt or generated) and never in others ("content+parts": two detectors per head)."""
+    through some sequences (prompt or generated) and never in others ("content+parts": two detectors per head); the
+    'names' router's name ends at a chunk boundary of generation."""
     adapter = random_alter_adapter(model, seed=0, router=router.split("+")[0], rank=4,
                                    adapt_below_gate=router == "content+below",
                                    gate_parts=2 if router == "content+parts" else 1)
+    if router == "names":  # a "name" that the first prompt completes with the first token decoded after it
+        with torch.no_grad():
+            first = int(model(input_ids=torch.tensor([prompts[0]])).logits[0, -1].argmax())
+        adapter.config.name_patterns = [[prompts[0][-1], first]]
+        adapter.names = NameGate(adapter.config.name_patterns)
     if router.startswith("content"):
         with torch.no_grad(), adapter.disabled():
             hidden = torch.cat([model(input_ids=torch.tensor([p]), output_hidden_states=True)

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 from alter.entropy import EntropySettings
 
-ROUTERS = ("content", "layer", "shared", "none")
+ROUTERS = ("content", "names", "layer", "shared", "none")
 HEAD_MIXES = ("sum", "mean", "strongest")
 
 
@@ -25,15 +25,18 @@ class AlterConfig:
     forget_heads: int = _help("number of forget heads N, one per forget sub-domain", default=1)
     router: str = _help(
         "what decides that forget heads act: 'content' (a detector on the hidden state at `gate_layer`, max-pooled "
-        "over the context so far), 'layer' (a learned gate per adapted layer on its input, the paper's reading), "
+        "over the context so far), 'names' (every forget head on from the token that completes a forget subject's "
+        "name, `name_patterns`), 'layer' (a learned gate per adapted layer on its input, the paper's reading), "
         "'shared' (one gate on the running mean of the frozen last hidden state), 'none' (forget heads always on)",
         default="content")
     null_output: bool = _help("'layer'/'shared' routers get an output 'no forget head' (not in the paper); without "
                               "it every token goes to some forget head", default=True)
     gate_layer: int = _help("'content': the decoder layer whose input the gate reads; only layers from there on are "
                             "adapted (unless `adapt_below_gate`), so the gate sees the frozen model's state; -1 = half "
-                            "the depth",
+                            "the depth. 'names' adapts the same layers, so the two routers differ only in what decides",
                             default=-1)
+    name_patterns: list[list[int]] = _help("'names': the token ids of each forget subject's name, as the tokenizer "
+                                           "writes it after a space and at a text's start", default_factory=list)
     adapt_below_gate: bool = _help("'content': adapt the layers before `gate_layer` too; the gate then reads a "
                                    "frozen pass over those layers, run before every forward (with its own KV cache in "
                                    "generation)", default=False)
@@ -71,6 +74,9 @@ class AlterConfig:
         if self.gate_parts < 1 or (self.gate_parts > 1 and self.router != "content"):
             raise ValueError(f"gate_parts: expected 1, or more with the 'content' router, got {self.gate_parts} with "
                              f"{self.router!r}")
+        if (self.router == "names") != bool(self.name_patterns):
+            raise ValueError(f"name_patterns: the 'names' router needs them and no other router reads them (router "
+                             f"{self.router!r}, {len(self.name_patterns)} patterns)")
         if self.turn_marker and self.router != "content":
             raise ValueError(f"turn_marker: needs the 'content' router, got {self.router!r}")
         if self.rank < 1 or self.forget_heads < 1:

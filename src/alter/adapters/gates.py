@@ -12,6 +12,8 @@ With `parts` > 1 (`AlterConfig.gate_parts`), each sub-domain has that many detec
 when every one of them has fired at some position <= t (the least of their running maxima is above 0): one detector
 alone learns one part of a name, and fires on anyone who shares it (docs/method.md, "Two detectors per head").
 
+`NameGate` (router 'names'): every forget head on from the token that completes a forget subject's name.
+
 `SharedRouter`: a linear gate on the running mean of the frozen model's last hidden state (positions <= t), the
 previous default; it needs a frozen pass beside every forward.
 """
@@ -55,11 +57,8 @@ class ContentGate(nn.Module):
     def turn_starts(input_ids: torch.Tensor, marker: list[int]) -> torch.Tensor:
         """[batch, seq], True at the first token of each occurrence of `marker` (within this chunk)."""
         starts = torch.zeros_like(input_ids, dtype=torch.bool)
-        width = input_ids.shape[1] - len(marker) + 1
-        if width > 0:
-            starts[:, :width] = True
-            for offset, token in enumerate(marker):
-                starts[:, :width] &= input_ids[:, offset : offset + width] == token
+        found = occurrences(input_ids, marker)
+        starts[:, : found.shape[1]] = found
         return starts
 
     @staticmethod
@@ -85,6 +84,48 @@ class ContentGate(nn.Module):
         if self.parts == 1:
             return pooled
         return pooled.unflatten(-1, (self.parts, -1)).amin(-2)
+
+
+def occurrences(input_ids: torch.Tensor, pattern: list[int]) -> torch.Tensor:
+    """[batch, seq - len(pattern) + 1]: True where `pattern` starts (empty when the chunk is shorter)."""
+    width = max(input_ids.shape[1] - len(pattern) + 1, 0)
+    found = torch.ones(input_ids.shape[0], width, dtype=torch.bool, device=input_ids.device)
+    for offset, token in enumerate(pattern):
+        found &= input_ids[:, offset : offset + width] == token
+    return found
+
+
+class NameGate:
+    """Router 'names': every forget head is on from the token that completes a forget subject's name (one of
+    `patterns`, token ids) to the end of the sequence. It reads the token ids alone: text around the name cannot
+    move it, and a subject who shares one name part with a forget subject does not match. It misses a subject
+    mentioned in other words (a surname alone, a misspelling, a description); what that costs is measured per probe
+    family (docs/method.md, "Subjects' names decide (`router: names`)").
+
+    Generation feeds a sequence a chunk at a time; the carry ([batch] on so far, [batch, longest pattern - 1] last
+    ids) finds a name split across chunks."""
+
+    def __init__(self, patterns: list[list[int]]):
+        self.patterns = [list(pattern) for pattern in patterns]
+        self.tail = max(len(pattern) for pattern in self.patterns) - 1
+
+    def on(self, input_ids: torch.Tensor, mask: torch.Tensor | None,
+           carry: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """[batch, seq] True where a name has been completed at or before the position; the carry for the next
+        chunk. Padding (mask 0) never takes part in a name."""
+        ids = input_ids if mask is None else input_ids.masked_fill(~mask.bool(), -1)
+        if carry is None:
+            was_on = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
+            tail = ids.new_full((len(ids), self.tail), -1)
+        else:
+            was_on, tail = carry
+        ids = torch.cat([tail, ids], dim=1)
+        ends = torch.zeros_like(ids, dtype=torch.bool)
+        for pattern in self.patterns:
+            found = occurrences(ids, pattern)
+            ends[:, len(pattern) - 1 : len(pattern) - 1 + found.shape[1]] |= found
+        on = (ends[:, self.tail :].cumsum(dim=1) > 0) | was_on[:, None]
+        return on, (on[:, -1], ids[:, ids.shape[1] - self.tail :])
 
 
 class SharedRouter(nn.Module):

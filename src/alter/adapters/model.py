@@ -12,6 +12,8 @@ function of the tokens up to t only.
 - 'layer' and 'shared' need each token's entropy class, from the frozen model's distribution at that token, and
   'shared' its running mean of the frozen last hidden state: a frozen pass runs beside every forward, with its own
   KV cache during generation, so a decoded token is routed exactly as teacher-forced scoring routes it.
+- 'names': every forget head on from the token that completes a forget subject's name, read from the token ids
+  (`NameGate`); it adapts the same layers as 'content', and generation carries its state from step to step.
 - 'none': every forget head is always on.
 """
 
@@ -27,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from alter.adapters.config import AlterConfig
-from alter.adapters.gates import ContentGate, SharedRouter
+from alter.adapters.gates import ContentGate, NameGate, SharedRouter
 from alter.adapters.layer import AlterLayer, Routing, RoutingSlot, route_weights
 from alter.errors import UserError
 from alter.io import atomic_path, write_json
@@ -49,7 +51,7 @@ class AlterModel:
         self.model, self.config = model, config
         self.slot = RoutingSlot()
         self.gate_layer = 0
-        if config.router == "content":
+        if config.router in ("content", "names"):
             self.gate_layer = config.gate_layer if config.gate_layer >= 0 else default_gate_layer(model)
             if not 1 <= self.gate_layer < model.config.num_hidden_layers:
                 raise UserError(f"gate_layer: must lie in 1..{model.config.num_hidden_layers - 1}, got {self.gate_layer}")
@@ -60,6 +62,7 @@ class AlterModel:
                      "shared": lambda: SharedRouter(hidden, config.router_outputs)}.get(config.router, lambda: None)()
         if self.gate is not None:
             self.gate.to(device)
+        self.names = NameGate(config.name_patterns) if config.router == "names" else None
         self._frozen_pass = False
         self._mask: torch.Tensor | None = None
         self._starts: torch.Tensor | None = None
@@ -138,7 +141,7 @@ class AlterModel:
     @property
     def continues_prompts(self) -> bool:
         """Whether answers can be scored after a shared prompt's KV cache (`gate_state`, `continue_from`)."""
-        return self.config.router in ("content", "none")
+        return self.config.router in ("content", "names", "none")
 
     def gate_state(self):
         """The content gate's state at the end of the last forward: its running max per row, and with
@@ -154,7 +157,10 @@ class AlterModel:
             state, companion = state
             self._companion = copy.deepcopy(companion)  # the next chunk continues the same prompts
             self._companion.batch_select_indices(rows)
-        self._carry = None if state is None else state[rows]
+        if isinstance(state, tuple):
+            self._carry = tuple(part[rows] for part in state)
+        else:
+            self._carry = None if state is None else state[rows]
 
     def keep_rows(self, rows: torch.Tensor) -> None:
         """Generation dropped finished sequences from its batch: keep the routing state of the remaining `rows`."""
@@ -195,6 +201,9 @@ class AlterModel:
             if self.config.router == "shared":
                 means, self._carry = SharedRouter.running_mean(output.hidden_states[-1], self._mask, self._carry)
                 weights = route_weights(self.gate(means), high, self.config)
+        elif self.config.router == "names":
+            on, self._carry = self.names.on(input_ids, self._mask, self._carry)
+            weights = on.float()[..., None].expand(*on.shape, self.config.forget_heads)
         elif self.config.router == "none":
             weights = torch.ones(*input_ids.shape, self.config.forget_heads, device=input_ids.device)
         self.slot.routing = Routing(high=high, weights=weights)

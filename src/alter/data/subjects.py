@@ -60,6 +60,14 @@ def subject_names(rows: list[dict], groups: list[int]) -> dict[int, str]:
     return {group: name for group, name in names.items() if name}
 
 
+def forget_subject_names(data) -> list[str]:
+    """The names of the forget subjects that the rows name (in order of first appearance); empty without subjects."""
+    if data.groups is None:
+        return []
+    names = subject_names(data.forget, data.groups)
+    return list(dict.fromkeys(names[group] for group in data.groups if group in names))
+
+
 def name_swapped_forget_rows(data, seed: int, pool: str = "subjects", copies: int = 1) -> list[dict]:
     """`name_swapped_rows` of an `UnlearnData`'s forget rows, `copies` per row; never the whole name of any subject in
     the data. Name parts from `pool`: "subjects", the subjects a method may fit on (the forget subjects and the retain

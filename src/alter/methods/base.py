@@ -62,6 +62,7 @@ class Setup:
     name_swaps: Callable[[str, int], list[tuple[str, str]]] = field(default=lambda pool, copies: [])
     renamed: list[EncodedQA | None] = field(default_factory=list)  # per forget item: its subject renamed (subjects.py)
     plain: dict[str, list[bool]] = field(default_factory=dict)  # per "forget"/"retain" item: in the plain format
+    subjects: list[str] = field(default_factory=list)  # the forget subjects' names the rows use (data/subjects.py)
 
 
 @dataclass

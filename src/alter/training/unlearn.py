@@ -20,7 +20,7 @@ from alter.data.batching import UnlearnBatches, width_multiple
 from alter.data.contexts import encode_variants, plain_items
 from alter.data.formatting import encode_qa, encode_rows, has_chat_template
 from alter.data.sources import UnlearnData
-from alter.data.subjects import name_swapped_forget_rows, renamed_forget_rows
+from alter.data.subjects import forget_subject_names, name_swapped_forget_rows, renamed_forget_rows
 from alter.errors import UserError
 from alter.methods import get_method
 from alter.methods.base import LoraChoice, Setup
@@ -88,6 +88,7 @@ def unlearn(model_spec: str, data: UnlearnData, recipe: Recipe, out: str, resume
                   retain_turns=[] if text_rows else [(row["question"], row["answer"]) for row in data.retain],
                   name_swaps=(lambda pool, copies: []) if text_rows else partial(_name_swaps, data, config.seed),
                   renamed=[] if text_rows else _renamed_items(tokenizer, data, variants, config),
+                  subjects=[] if text_rows else forget_subject_names(data),
                   plain={} if windows else plain_rows)
     base_linears = {id(m) for m in model.modules() if isinstance(m, torch.nn.Linear)}
     preparing = time.perf_counter()

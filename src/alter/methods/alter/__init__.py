@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from alter.adapters.config import AlterConfig
-from alter.adapters.gates import ContentGate, SharedRouter
+from alter.adapters.gates import ContentGate, NameGate, SharedRouter
 from alter.adapters.model import AlterModel, default_gate_layer, is_alter_adapter
 from alter.data.formatting import Context, encode_qa, user_turn_marker
 from alter.entropy import EntropySettings, threshold_from
@@ -61,13 +61,14 @@ def prepare(setup: Setup) -> Plan:
     # One frozen pass over the retain items serves the gate's fit (a sample of them) and where it fires (all).
     retain = item_statistics(model, setup.retain, pad, setup.precision, entropy, feature_layer=reads)
     gate, gate_facts = _fit_gate(setup, params, forget, domains, retain.features, clustering["heads"])
+    patterns = _name_patterns(setup) if params.router == "names" else []
     answer_entropy = torch.cat([e[item.prompt_length - 1 : -1] for e, item in
                                 zip(forget.entropy + retain.entropy, setup.forget + setup.retain)])
     entropy.threshold = threshold_from(answer_entropy, params.threshold, params.threshold_quantile)
     config = AlterConfig(rank=params.rank, alpha=params.lora_alpha, forget_heads=clustering["heads"],
                          router=params.router, null_output=params.null_output, gate_layer=params.gate_layer,
                          adapt_below_gate=params.adapt_below_gate, gate_parts=params.gate_parts,
-                         head_mix=params.head_mix, turn_marker=_turn_marker(setup, params),
+                         head_mix=params.head_mix, turn_marker=_turn_marker(setup, params), name_patterns=patterns,
                          top_k_high=min(params.top_k_high, clustering["heads"] + int(params.null_output)),
                          temperature_high=params.temperature_high, temperature_low=params.temperature_low,
                          entropy=entropy)
@@ -78,6 +79,10 @@ def prepare(setup: Setup) -> Plan:
     gate_weights = {kind: _gate_weights(gate, stats.features, params.head_mix, items, config.turn_marker)
                     for kind, stats, items in (("forget", forget, setup.forget), ("retain", retain, setup.retain))} \
         if params.router == "content" else None
+    if params.router == "names":
+        gate_weights = {"forget": _name_weights(adapter.names, setup.forget, config.forget_heads),
+                        "retain": _name_weights(adapter.names, setup.retain, config.forget_heads)}
+        gate_facts = _name_gate_facts(setup, gate_weights, len(patterns))
     retain.features = None  # the states the gate read: no longer needed, and the largest thing prepare holds
     generic = _generic_targets(setup, params)
     objective = ALTERObjective(adapter, params, {"forget": forget.entropy, "retain": retain.entropy},
@@ -340,6 +345,43 @@ def _gate_weights(gate: ContentGate, features: list[np.ndarray], mix: str, items
         pooled = gate.pooled_scores(torch.as_tensor(f, device=device)[None], starts=starts)[0]
         weights.append(ContentGate.weights(gate.combined(pooled), mix).cpu().numpy())
     return weights
+
+
+def _name_patterns(setup: Setup) -> list[list[int]]:
+    """Router 'names': each forget subject's name as token ids, after a space and at a text's start (where the
+    tokenizer writes it differently)."""
+    if not setup.subjects:
+        raise UserError("params.router: 'names' needs forget rows that name their subjects (a TOFU-format --data "
+                        "folder whose questions name the author)")
+    patterns = [setup.tokenizer(text, add_special_tokens=False)["input_ids"]
+                for name in setup.subjects for text in (f" {name}", name)]
+    return [list(pattern) for pattern in dict.fromkeys(tuple(pattern) for pattern in patterns)]
+
+
+def _name_weights(names: NameGate, items: list, heads: int) -> list[np.ndarray]:
+    """Per item, the forget-head weights ([tokens, N]) of the 'names' router, as at inference."""
+    weights = []
+    for item in items:
+        on, _ = names.on(torch.as_tensor([item.input_ids]), None, None)
+        weights.append(on[0, :, None].float().expand(-1, heads).numpy())
+    return weights
+
+
+def _name_gate_facts(setup: Setup, weights: dict, patterns: int) -> dict:
+    """How often the names match: the share of forget answer tokens with the heads on, of forget items whose prompt
+    names a subject, and of retain items on which the heads switch on anywhere."""
+    answers = np.concatenate([w[item.prompt_length :, 0] for w, item in zip(weights["forget"], setup.forget)])
+    facts = {"kind": "names", "names": setup.subjects, "patterns": patterns,
+             "forget_answer_recall": float(answers.mean()),
+             "forget_prompts_named": float(np.mean([w[item.prompt_length - 1, 0] for w, item in
+                                                    zip(weights["forget"], setup.forget)])),
+             "retain_fire_rate": float(np.mean([w[:, 0].any() for w in weights["retain"]])) if weights["retain"]
+             else 0.0}
+    if facts["forget_prompts_named"] < 0.5:
+        print(f"alter: warning: router 'names': only {facts['forget_prompts_named']:.0%} of the forget questions name "
+              f"a forget subject ({', '.join(setup.subjects)}) as written; the forget heads act only after a name",
+              file=sys.stderr)
+    return facts
 
 
 def _histogram(values: np.ndarray, bins: int = 60) -> dict:

@@ -168,7 +168,7 @@ class ALTERObjective:
         learns = self.heads_learn(high)
         router = self.params.router
         retain_shape = (*retain["input_ids"].shape, self.heads)
-        if router == "content":  # every head the gate switches on acts, as at inference; only the own head learns
+        if router in ("content", "names"):  # every head the gate switches on acts, as at inference; the own head learns
             on = self._gate("forget", batch["forget_index"], forget)
             forget_weights, forget_grad = on, torch.where(((on * own).sum(-1) > 0) & learns, head, 0)
             retain_weights = self._gate("retain", batch["retain_index"], retain)

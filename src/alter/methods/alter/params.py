@@ -39,9 +39,9 @@ class ALTERParams:
     # (docs/method.md, "Name swaps from a list of common name parts")
     rank: int = 8
     lora_alpha: float = 16.0
-    router: str = "content"  # content | layer (paper) | shared | none (adapters/config.py)
+    router: str = "content"  # content | names | layer (paper) | shared | none (adapters/config.py)
     null_output: bool = True  # 'layer'/'shared' routers can answer "no forget head" (paper: no)
-    gate_layer: int = -1  # 'content': decoder layer the gate reads; -1 = half the depth
+    gate_layer: int = -1  # 'content': decoder layer the gate reads ('names': the first adapted); -1 = half the depth
     adapt_below_gate: bool = False  # 'content': adapt the layers before gate_layer too (a frozen pass feeds the gate)
     head_mix: str = "sum"  # 'content': how the heads the gate switches on combine: sum | mean | strongest
     top_k_high: int = 3
