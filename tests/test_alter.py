@@ -15,8 +15,8 @@ from alter.data.contexts import encode_variants
 from alter.data.formatting import IGNORE_INDEX, Context, encode_qa
 from alter.data.sources import from_tofu
 from alter.data.splits import FEW_SHOT_TURNS
-from alter.data.subjects import (INVENTED_FIRST_NAMES, INVENTED_SURNAMES, name_swapped_forget_rows, renamed_forget_rows,
-                                  subject_names)
+from alter.data.subjects import (INVENTED_FIRST_NAMES, INVENTED_SURNAMES, forget_subject_names, name_swapped_forget_rows,
+                                 renamed_forget_rows, subject_names)
 from alter.data.tofu import TofuData
 from alter.entropy import POSITIONS_PER_CHUNK, EntropySettings, shannon_entropy, token_entropy, tsallis_entropy
 from alter.errors import UserError
@@ -36,7 +36,7 @@ from alter.methods.losses import masked_kl
 from alter.models import load_model
 from alter.training.recipe import build_recipe
 
-ROUTERS = ("content", "layer", "shared", "none")
+ROUTERS = ("content", "names", "layer", "shared", "none")
 
 
 # --- entropy ------------------------------------------------------------------------------------------------------
@@ -750,7 +750,7 @@ def logits_of(model, tokenizer, text="Question: Where was the author born?\nAnsw
 def test_zero_heads_leave_the_model_exactly_equal_to_the_base(router, tiny_runs):
     model, tokenizer = fresh_target(tiny_runs)
     before = logits_of(model, tokenizer)
-    AlterModel(model, AlterConfig(forget_heads=3, router=router))
+    AlterModel(model, AlterConfig(forget_heads=3, router=router, name_patterns=[[5]] if router == "names" else []))
     assert torch.equal(logits_of(model, tokenizer), before)
 
 
@@ -858,7 +858,8 @@ def short_alter_run(tiny_runs, small_world, overrides, unseen: bool = True):
                   retain_turns=[(row["question"], row["answer"]) for row in data.retain],
                   name_swaps=lambda pool, copies: [(row["question"], row["answer"])
                                                    for row in name_swapped_forget_rows(data, 0, pool, copies)],
-                  renamed=[row and encode([row])[0] for row in renamed_forget_rows(data, 0)])
+                  renamed=[row and encode([row])[0] for row in renamed_forget_rows(data, 0)],
+                  subjects=forget_subject_names(data))
     plan = get_method("alter").prepare(setup)
     from alter.training.finetune import make_accelerator
     from alter.training.loop import train
@@ -882,7 +883,8 @@ def test_training_lowers_forget_probability_and_leaves_base_weights_bitwise_unch
                                  "params.forget_floor=unseen", f"params.adapt_below_gate={router == 'content+below'}"])
     assert after > before  # mean forget answer NLL up = probability down, routed as at inference
     first_layer_heads = [p for name, p in model.named_parameters() if ".layers.0." in name and name.endswith("forget_B")]
-    assert bool(first_layer_heads) == (router != "content")  # the content gate's layer and those before it: not adapted
+    # the content gate's layer and those before it are not adapted; 'names' adapts the same layers
+    assert bool(first_layer_heads) == (router not in ("content", "names"))
     assert all(heads.abs().sum() > 0 for heads in first_layer_heads)  # and when adapted, they learn
     for name, param in model.named_parameters():
         if name in base:
@@ -891,6 +893,10 @@ def test_training_lowers_forget_probability_and_leaves_base_weights_bitwise_unch
     assert facts["clustering"]["heads"] == 2
     assert 0.2 < facts["high_entropy_fraction"] < 0.4  # the 0.7 quantile of the answer-token entropies
     assert [phase.name for phase in plan.phases] == ["phase1", "phase2"]
+    if router == "names":  # the small world names its forget author in every question, and no retain row does
+        names = facts["gate"]
+        assert names["names"] == forget_subject_names(data) and names["patterns"] == 2 * len(names["names"])
+        assert names["forget_prompts_named"] == 1.0 and names["retain_fire_rate"] == 0.0
     eos = fresh_target(tiny_runs)[1].eos_token_id
     assert eos in plan.phases[1].objective.__self__.end_ids  # the forget loss leaves the end of an answer alone
     floor = facts["forget_floor"]  # the holdout split is the unseen rows; the target knows its forget answers better

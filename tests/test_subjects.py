@@ -2,7 +2,8 @@
 
 from alter.data.sources import UnlearnData, from_tofu
 from alter.data.subjects import (INVENTED_FIRST_NAMES, INVENTED_SURNAMES, SWAP_FIRST_NAMES, SWAP_SURNAMES,
-                                 name_swapped_forget_rows, name_swapped_rows, subject_name, subject_names)
+                                 forget_subject_names, name_swapped_forget_rows, name_swapped_rows, subject_name,
+                                 subject_names)
 from alter.data.world import FIRST_NAMES, LAST_NAMES
 
 
@@ -20,6 +21,13 @@ def test_subject_name_is_the_capitalised_run_most_questions_share():
 def test_subject_names_group_rows_by_subject():
     rows = [{"question": q} for q in ["Who is Ana Lee?", "Where is Ana Lee from?", "Who is Bo Kim?", "Why?"]]
     assert subject_names(rows, [0, 0, 1, 1]) == {0: "Ana Lee", 1: "Bo Kim"}  # 'Bo Kim' in 1 of 2: half is enough
+
+
+def test_forget_subject_names_follow_the_rows_and_skip_subjects_without_one():
+    rows = [{"question": q, "answer": ""} for q in ["Who is Bo Kim?", "Why?", "Who is Ana Lee?", "Where is Ana Lee?"]]
+    data = UnlearnData(forget=rows, retain=[], origin={}, fingerprint="", groups=[1, 2, 0, 0])
+    assert forget_subject_names(data) == ["Bo Kim", "Ana Lee"]  # group 2's one question names nobody
+    assert forget_subject_names(UnlearnData(forget=rows, retain=[], origin={}, fingerprint="")) == []  # no subjects
 
 
 def test_a_swap_changes_one_name_part_to_one_from_the_pool_and_never_makes_a_known_name():
