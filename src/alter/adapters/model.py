@@ -144,8 +144,8 @@ class AlterModel:
         return self.config.router in ("content", "names", "none")
 
     def gate_state(self):
-        """The content gate's state at the end of the last forward: its running max per row, and with
-        `adapt_below_gate` the KV cache of the frozen pass that feeds it."""
+        """The gate's state at the end of the last forward: the content gate's running max per row (with
+        `adapt_below_gate` also the KV cache of the frozen pass that feeds it), or the names gate's carry."""
         return (self._carry, self._companion) if self.config.adapt_below_gate else self._carry
 
     def continue_from(self, state, rows: torch.Tensor) -> None:

@@ -54,6 +54,7 @@ def prepare(setup: Setup) -> Plan:
     model, pad = setup.model, setup.tokenizer.pad_token_id
     entropy = EntropySettings(params.entropy, params.q, params.threshold, params.entropy_guidance)
     reads = _gate_reads(model, params)
+    patterns = _name_patterns(setup) if params.router == "names" else []
     forget = item_statistics(model, setup.forget, pad, setup.precision, entropy, pooled=True, feature_layer=reads,
                              answer_logprob=params.forget_floor == "unseen")
     floors, floor = _floors(setup, params, forget, entropy)
@@ -61,7 +62,6 @@ def prepare(setup: Setup) -> Plan:
     # One frozen pass over the retain items serves the gate's fit (a sample of them) and where it fires (all).
     retain = item_statistics(model, setup.retain, pad, setup.precision, entropy, feature_layer=reads)
     gate, gate_facts = _fit_gate(setup, params, forget, domains, retain.features, clustering["heads"])
-    patterns = _name_patterns(setup) if params.router == "names" else []
     answer_entropy = torch.cat([e[item.prompt_length - 1 : -1] for e, item in
                                 zip(forget.entropy + retain.entropy, setup.forget + setup.retain)])
     entropy.threshold = threshold_from(answer_entropy, params.threshold, params.threshold_quantile)
