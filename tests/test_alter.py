@@ -248,6 +248,9 @@ def test_router_temperatures_top_k_and_the_null_output():
 def test_config_validation():
     with pytest.raises(ValueError, match="router"):
         AlterConfig(router="global")
+    for router, patterns in (("names", []), ("content", [[5, 6]])):  # names need patterns; no other router reads them
+        with pytest.raises(ValueError, match="name_patterns"):
+            AlterConfig(router=router, name_patterns=patterns)
     with pytest.raises(ValueError, match="top_k_high"):
         AlterConfig(forget_heads=1, router="layer", top_k_high=3)
     assert AlterConfig.from_dict(AlterConfig(forget_heads=3).to_dict()) == AlterConfig(forget_heads=3)
@@ -257,7 +260,7 @@ def test_config_validation():
                        ({"gate_calibration": "items"}, "gate_calibration"),
                        ({"gate_hard_negative_refits": -1}, "gate_hard_negative_refits"),
                        ({"gate_parts": 0}, "gate_parts"), ({"gate_parts": 2, "router": "shared"}, "gate_parts"),
-                       ({"gate_parts": 2, "gate_fit_draws": 3}, "gate_fit_draws"),
+                       ({"gate_parts": 2, "gate_fit_draws": 3, "router": "content"}, "gate_fit_draws"),
                        ({"gate_swap_pool": "world"}, "gate_swap_pool"), ({"subdomains": "authors"}, "subdomains"),
                        ({"gate_swaps_per_row": 0}, "gate_swaps_per_row"),
                        ({"gate_swap_span": "answer"}, "gate_swap_span")):
@@ -285,6 +288,27 @@ def test_the_names_gate_is_on_from_the_token_that_completes_a_name_however_the_s
             step, carry = gate.on(ids[:, position : position + 1], mask[:, position : position + 1], carry)
             rest.append(step)
         assert torch.equal(torch.cat(rest, dim=1), expected)
+
+
+def test_the_names_are_token_ids_after_a_space_and_at_a_texts_start_and_are_required(tiny_runs):
+    from types import SimpleNamespace
+
+    from alter.methods.alter import _name_patterns
+
+    _, tokenizer = fresh_target(tiny_runs)
+    patterns = _name_patterns(SimpleNamespace(subjects=["Ana Lee"], tokenizer=tokenizer))
+    assert [tokenizer.decode(pattern) for pattern in patterns] == [" Ana Lee", "Ana Lee"]
+    with pytest.raises(UserError, match="params.router: 'names' needs forget rows that name their subjects"):
+        _name_patterns(SimpleNamespace(subjects=[], tokenizer=tokenizer))
+
+
+def test_the_default_router_reads_names_where_the_rows_name_subjects_and_the_content_gate_elsewhere():
+    from alter.methods.alter import resolved_router
+
+    assert ALTERParams().router == "auto"
+    assert resolved_router(ALTERParams(), ["Ana Lee"]).router == "names"
+    assert resolved_router(ALTERParams(), []).router == "content"
+    assert resolved_router(ALTERParams(router="content"), ["Ana Lee"]).router == "content"
 
 
 # --- the content gate --------------------------------------------------------------------------------------------
@@ -849,7 +873,9 @@ def short_alter_run(tiny_runs, small_world, overrides, unseen: bool = True):
     data = from_tofu(str(small_world), "forget10", "retain90")
     encode = lambda rows: [encode_qa(tokenizer, r["question"], r["answer"]) for r in rows]  # noqa: E731
     forget, retain = encode(data.forget), encode(data.retain)
-    recipe = build_recipe("alter", None, ["train.precision=fp32", "train.warmup_ratio=0", *overrides])
+    # the content gate unless a test names another router ('auto' would pick the names of this world's authors)
+    recipe = build_recipe("alter", None, ["train.precision=fp32", "train.warmup_ratio=0", "params.router=content",
+                                          *overrides])
     source = UnlearnBatches(forget, retain, None, recipe.train.batch_size, 0, tokenizer.pad_token_id)
     base = {name: p.detach().clone() for name, p in model.named_parameters()}
     before = np.mean([s.nll for s in score_answers(model, forget, tokenizer.pad_token_id)])

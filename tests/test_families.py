@@ -68,7 +68,7 @@ def test_every_method_trains_saves_and_the_suite_runs_on_each_family(family, fam
         assert manifest["steps"] >= 2, (family, method)
         assert manifest["verdict"]["forget_probability"][0] > 0  # TOKENS.json scored before and after
     adapted, tokenizer = load_model_with_adapter(str(family_models[family]), str(tmp_path / "alter"))
-    assert adapted.alter.config.router == "content" and len(adapted.alter.layers) > 0
+    assert adapted.alter.config.router == "names" and len(adapted.alter.layers) > 0  # the default, on named authors
     suite = get_suite("tofu")
     options = suite.prepare_options({"data": data, "forget_split": "forget10", "probes": "instruction"})
     log = evaluate(suite, adapted, tokenizer, options, EvalSettings(limit=2, max_new_tokens=6, precision="fp32"))

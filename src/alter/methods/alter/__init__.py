@@ -51,6 +51,7 @@ def prepare(setup: Setup) -> Plan:
                         "which FSDP and DeepSpeed shard")
     if params.extend:
         return prepare_request(setup, params)
+    params = resolved_router(params, setup.subjects)
     model, pad = setup.model, setup.tokenizer.pad_token_id
     entropy = EntropySettings(params.entropy, params.q, params.threshold, params.entropy_guidance)
     reads = _gate_reads(model, params)
@@ -99,7 +100,7 @@ def prepare(setup: Setup) -> Plan:
         print(f"alter: warning: no answer token has entropy above {entropy.threshold:g}: phase I and the "
               "regulariser have nothing to train on (a memorised target); set params.threshold_quantile, e.g. 0.7",
               file=sys.stderr)
-    facts = {"entropy_threshold": entropy.threshold,
+    facts = {"router": params.router, "entropy_threshold": entropy.threshold,
              "high_entropy_fraction": float(high.float().mean()) if params.entropy_guidance else 0.0,
              "clustering": clustering, "gate": gate_facts, "gate_layer": adapter.gate_layer, "forget_floor": floor,
              "generic_rows": generic.rows_renamed if generic else None,
@@ -107,6 +108,15 @@ def prepare(setup: Setup) -> Plan:
     clusters = {str(i): int(d) for i, d in enumerate(domains[:: setup.variants])}
     return Plan(model, phases, "adapter",
                 lambda folder: adapter.save(folder, setup.base_model, {"alter": facts}, clusters), {"alter": facts})
+
+
+def resolved_router(params: ALTERParams, subjects: list[str]) -> ALTERParams:
+    """`router: auto`: the names gate where the forget rows name their subjects (on four worlds whose retain authors
+    share a name part with forget authors it never acted on a retain answer, where the content gate did;
+    docs/method.md, "Subjects' names decide"), the content gate elsewhere (rows of the user's own files)."""
+    if params.router != "auto":
+        return params
+    return replace(params, router="names" if subjects else "content")
 
 
 def prepare_request(setup: Setup, params: ALTERParams) -> Plan:

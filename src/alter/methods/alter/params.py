@@ -39,7 +39,8 @@ class ALTERParams:
     # (docs/method.md, "Name swaps from a list of common name parts")
     rank: int = 8
     lora_alpha: float = 16.0
-    router: str = "content"  # content | names | layer (paper) | shared | none (adapters/config.py)
+    router: str = "auto"  # auto | content | names | layer (paper) | shared | none (adapters/config.py); "auto": names
+    # where the forget rows name their subjects, content elsewhere (docs/method.md, "Subjects' names decide")
     null_output: bool = True  # 'layer'/'shared' routers can answer "no forget head" (paper: no)
     gate_layer: int = -1  # 'content': decoder layer the gate reads ('names': the first adapted); -1 = half the depth
     adapt_below_gate: bool = False  # 'content': adapt the layers before gate_layer too (a frozen pass feeds the gate)
@@ -94,8 +95,8 @@ class ALTERParams:
     extend: str = ""  # an earlier ALTER adapter (folder) on this model: add this forget set to it as a new request
 
     def __post_init__(self):
-        if self.router not in ROUTERS:
-            raise ValueError(f"params.router: expected one of {', '.join(ROUTERS)}, got {self.router!r}")
+        if self.router not in ("auto", *ROUTERS):
+            raise ValueError(f"params.router: expected auto or one of {', '.join(ROUTERS)}, got {self.router!r}")
         if self.head_mix not in HEAD_MIXES:
             raise ValueError(f"params.head_mix: expected one of {', '.join(HEAD_MIXES)}, got {self.head_mix!r}")
         if self.head_mix != "sum" and self.router != "content":
