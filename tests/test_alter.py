@@ -919,10 +919,12 @@ def test_training_lowers_forget_probability_and_leaves_base_weights_bitwise_unch
     assert facts["clustering"]["heads"] == 2
     assert 0.2 < facts["high_entropy_fraction"] < 0.4  # the 0.7 quantile of the answer-token entropies
     assert [phase.name for phase in plan.phases] == ["phase1", "phase2"]
-    if router == "names":  # the small world names its forget author in every question, and no retain row does
+    if router == "names":  # the token-level match finds the name where the question's text has it; no retain row does
         names = facts["gate"]
         assert names["names"] == forget_subject_names(data) and names["patterns"] == 2 * len(names["names"])
-        assert names["forget_prompts_named"] == 1.0 and names["retain_fire_rate"] == 0.0
+        written = np.mean([any(name in row["question"] for name in names["names"]) for row in data.forget])
+        assert 0.5 < written < 1 and names["forget_prompts_named"] == pytest.approx(written)  # some question omits it
+        assert names["retain_fire_rate"] == 0.0
     eos = fresh_target(tiny_runs)[1].eos_token_id
     assert eos in plan.phases[1].objective.__self__.end_ids  # the forget loss leaves the end of an answer alone
     floor = facts["forget_floor"]  # the holdout split is the unseen rows; the target knows its forget answers better
@@ -1247,6 +1249,9 @@ def test_joint_batch_gives_each_part_the_logits_of_its_own_forward(tiny_runs, sm
 
 def objective_on_a_batch(tiny_runs, small_world, random_alter_adapter, params: ALTERParams):
     """A tiny target, an ALTER objective over random heads, entropies and gate firings, and its first batch."""
+    from alter.methods.alter import resolved_router
+
+    params = resolved_router(params, [])  # rows without subjects: 'auto' is the content gate
     model, tokenizer = fresh_target(tiny_runs)
     adapter = random_alter_adapter(model, seed=1, router=params.router)
     data = TofuData(str(small_world))
