@@ -84,7 +84,8 @@ class ALTERParams:
     # let the calibration silence two heads on world 25 (docs/method.md, "Name swaps from a list of common name parts")
     gate_swaps_per_row: int = 1  # name-swapped copies of each forget row
     gate_swap_span: str = "row"  # what of a swapped row is a negative: the whole "row", or its "question" alone (the
-    # answer, the forget subject's own facts, then left free)
+    # answer, the forget subject's own facts, then left free); "question" gated more namesakes gate-only on worlds 17
+    # and 27 (docs/method.md, "Name swaps over the question alone")
     gate_parts: int = 1  # 'content': detectors per head, the head on where all have fired (gates.py); 2 with name swaps
     # was meant to keep one name part alone from switching a head on: it did on world 17, not on world 19 (docs/method.md,
     # "Two detectors per head")
