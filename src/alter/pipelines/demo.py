@@ -17,8 +17,9 @@ DEMO_AUTHORS = 20
 # SmolLM2: 3 fine-tuning epochs (not 5) keep the first run near 15 minutes on 2 CPU cores. The tiny model memorises
 # its world at lr 2e-3 from random weights, so the unlearning rates made for pretrained models (1e-5) leave it
 # unchanged; on the 20-author world, lr 3e-4 (NPO, GradDiff) and ALTER heads at 3e-2 move it. ALTER's default router
-# reads the world's author names (docs/results.md, "Tiny model"); the content gate, when it was the default, had to be
-# calibrated at 5% of held-out retain items, not 1%, to cover the forget items in the tiny model's representations.
+# reads the world's author names (docs/method.md, "Subjects' names decide"; not yet measured on the tiny model); the
+# content gate, when it was the default, had to be calibrated at 5% of held-out retain items, not 1%, to cover the
+# forget items in the tiny model's representations (docs/results.md, "Tiny model").
 SETTINGS = {
     "smollm2": {"finetune": {"epochs": 3}, "methods": "alter,npo,graddiff"},
     "tiny": {"finetune": {}, "methods": "alter=alter:params.lr_b=3e-2,"
