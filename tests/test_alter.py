@@ -251,6 +251,10 @@ def test_config_validation():
     for router, patterns in (("names", []), ("content", [[5, 6]])):  # names need patterns; no other router reads them
         with pytest.raises(ValueError, match="name_patterns"):
             AlterConfig(router=router, name_patterns=patterns)
+    for requests in ([1], [1, 3]):  # one request per pattern, and every request with both names and heads
+        with pytest.raises(ValueError, match="name_requests"):
+            AlterConfig(router="names", forget_heads=2, head_requests=[1, 2], name_patterns=[[5], [6]],
+                        name_requests=requests)
     with pytest.raises(ValueError, match="top_k_high"):
         AlterConfig(forget_heads=1, router="layer", top_k_high=3)
     assert AlterConfig.from_dict(AlterConfig(forget_heads=3).to_dict()) == AlterConfig(forget_heads=3)
@@ -272,13 +276,16 @@ def test_config_validation():
 
 
 def test_the_names_gate_is_on_from_the_token_that_completes_a_name_however_the_sequence_is_chunked():
-    """Hand case: names (5, 6) and (7,); a name part alone (5 without 6) and padding never switch it on."""
+    """Hand case: name (5, 6) of request 1 (head 0) and name (7,) of request 2 (heads 1 and 2); a name part alone (5
+    without 6) and padding never switch a head on, and a name switches on its own request's heads only."""
     from alter.adapters.gates import NameGate
 
-    gate = NameGate([[5, 6], [7]])
+    gate = NameGate([[5, 6], [7]], [1, 2], [1, 2, 2])
     ids = torch.tensor([[1, 5, 6, 2, 3], [5, 1, 6, 7, 2], [5, 5, 1, 6, 2], [0, 0, 5, 6, 2]])
     mask = torch.tensor([[1] * 5, [1] * 5, [1] * 5, [0, 0, 1, 1, 1]])
-    expected = torch.tensor([[0, 0, 1, 1, 1], [0, 0, 0, 1, 1], [0, 0, 0, 0, 0], [0, 0, 0, 1, 1]], dtype=torch.bool)
+    first = torch.tensor([[0, 0, 1, 1, 1], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 1, 1]], dtype=torch.bool)
+    second = torch.tensor([[0, 0, 0, 0, 0], [0, 0, 0, 1, 1], [0, 0, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    expected = torch.stack([first, second, second], dim=-1)
     on, _ = gate.on(ids, mask, None)
     assert torch.equal(on, expected)
     for cut in range(1, 5):  # generation: the prompt, then one token at a time, the state carried between chunks

@@ -50,7 +50,7 @@ def calibrated_adapter(random_alter_adapter, model, router, prompts):
         with torch.no_grad():
             first = int(model(input_ids=torch.tensor([prompts[0]])).logits[0, -1].argmax())
         adapter.config.name_patterns = [[prompts[0][-1], first]]
-        adapter.names = NameGate(adapter.config.name_patterns)
+        adapter.names = NameGate(adapter.config.name_patterns, [1], adapter.config.requests)
     if router.startswith("content"):
         with torch.no_grad(), adapter.disabled():
             hidden = torch.cat([model(input_ids=torch.tensor([p]), output_hidden_states=True)

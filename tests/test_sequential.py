@@ -1,5 +1,6 @@
-"""ALTER's sequential forget requests: a request adds heads and gate rows and trains only them; removing a request
-gives back exactly what the adapter was without it."""
+"""ALTER's sequential forget requests, under both routers that take them: a request adds heads and what switches them
+on (content: gate rows; names: its subjects' names) and trains only them; removing a request gives back exactly what
+the adapter was without it."""
 
 import json
 
@@ -22,20 +23,26 @@ from alter.training.unlearn import combined, unlearn
 QUESTIONS_PER_AUTHOR = 20
 
 
-@pytest.fixture(scope="module")
-def two_requests(tiny_runs, small_world, tmp_path_factory):
-    """Request 1 forgets the last author, request 2 (added to it) the one before; both on the tiny target."""
+@pytest.fixture(scope="module", params=["content", "names"])
+def two_requests(request, tiny_runs, small_world, tmp_path_factory):
+    """Request 1 forgets the last author, request 2 (added to it) the one before; both on the tiny target. With
+    'names' the rows say whose they are, so `router: auto` picks the names gate; without, the content gate."""
     rows = TofuData(str(small_world)).load("full")
     authors = [rows[i : i + QUESTIONS_PER_AUTHOR] for i in range(0, len(rows), QUESTIONS_PER_AUTHOR)]
     retain = [row for author in authors[:-2] for row in author]
-    root = tmp_path_factory.mktemp("requests")
+    root = tmp_path_factory.mktemp(f"requests-{request.param}")
     settings = ["train.precision=fp32", "train.warmup_ratio=0", "train.max_steps=4", "train.context_variants=1",
                 "params.lr_b=0.05", "params.forget_heads=1", "params.threshold_quantile=0.7"]
     target = str(tiny_runs / "target")
-    first = unlearn(target, UnlearnData(authors[-1], retain, {}, "r1"), build_recipe("alter", None, settings),
-                    str(root / "r1"))
-    second = unlearn(target, UnlearnData(authors[-2], retain, {}, "r2"),
+
+    def data(author: list[dict], name: str) -> UnlearnData:
+        groups = [0] * len(author) if request.param == "names" else None
+        return UnlearnData(author, retain, {}, name, groups=groups)
+
+    first = unlearn(target, data(authors[-1], "r1"), build_recipe("alter", None, settings), str(root / "r1"))
+    second = unlearn(target, data(authors[-2], "r2"),
                      build_recipe("alter", None, [*settings, f"params.extend={root / 'r1'}"]), str(root / "r12"))
+    assert first["alter"]["router"] == request.param
     return root, target, authors, first, second
 
 
@@ -56,7 +63,7 @@ def test_a_request_trains_only_its_own_heads(two_requests):
         load_file(str(root / "r12" / "alter_adapter.safetensors"))
     assert set(before) == set(after)
     for key, value in before.items():
-        if key.endswith(".forget_B") or key.startswith("gate.detector."):
+        if key.endswith(".forget_B") or key.startswith("gate.detector."):  # (no gate tensors under names)
             assert torch.equal(after[key][: len(value)], value), key  # earlier heads and gate rows bitwise kept
         else:
             assert torch.equal(after[key], value), key  # A and the retain head bitwise kept
@@ -64,6 +71,8 @@ def test_a_request_trains_only_its_own_heads(two_requests):
     assert all(len(h) == 1 for h in new_heads) and any(h.abs().sum() > 0 for h in new_heads)
     config = json.loads((root / "r12" / "alter_config.json").read_text())["config"]
     assert config["head_requests"] == [1, 2] and config["forget_heads"] == 2
+    if config["router"] == "names":  # each subject's name after a space and at a text's start
+        assert config["name_requests"] == [1, 1, 2, 2] and second["alter"]["gate"]["forget_prompts_named"] > 0.5
     assert second["alter"]["request"] == 2
 
 
@@ -106,15 +115,19 @@ def test_removing_an_earlier_request_changes_only_where_its_gate_fires(two_reque
     model, tokenizer = load_model(target)
     adapter = AlterModel.load(model, root / "r12")
     texts = [row["question"] + " " + row["answer"] for author in authors for row in author[:3]]
-    fires_1 = []
-    for text in texts:  # does request 1's gate row switch on anywhere in the text?
-        ids = torch.tensor([tokenizer(text)["input_ids"]])
-        with torch.no_grad(), adapter.disabled():
-            hidden = model(input_ids=ids, output_hidden_states=True).hidden_states[adapter.gate_layer]
-        fires_1.append(bool((adapter.gate.scores(hidden, None)[0, :, 0] > 0).any()))
+    fires_1 = [request_1_fires(adapter, model, torch.tensor([tokenizer(text)["input_ids"]])) for text in texts]
     assert any(fires_1) and not all(fires_1)
     for fired, a, b in zip(fires_1, logits(target, root / "r12", texts), logits(target, root / "r12-without-1", texts)):
         assert torch.equal(a, b) != fired  # identical exactly where request 1's gate stays off
+
+
+def request_1_fires(adapter: AlterModel, model, ids: torch.Tensor) -> bool:
+    """Does request 1's gate row (content) or one of its names switch its head (head 0) on anywhere in `ids`?"""
+    if adapter.config.router == "names":
+        return bool(adapter.names.on(ids, None, None)[0][0, :, 0].any())
+    with torch.no_grad(), adapter.disabled():
+        hidden = model(input_ids=ids, output_hidden_states=True).hidden_states[adapter.gate_layer]
+    return bool((adapter.gate.scores(hidden, None)[0, :, 0] > 0).any())
 
 
 def test_requests_command_lists_and_refuses_bad_requests(two_requests, tmp_path, capsys):

@@ -37,6 +37,9 @@ class AlterConfig:
                             default=-1)
     name_patterns: list[list[int]] = _help("'names': the token ids of each forget subject's name, as the tokenizer "
                                            "writes it after a space and at a text's start", default_factory=list)
+    name_requests: list[int] = _help("'names': the forget request each name pattern belongs to, in pattern order; a "
+                                     "name switches on its own request's heads only; empty = every pattern belongs "
+                                     "to request 1", default_factory=list)
     adapt_below_gate: bool = _help("'content': adapt the layers before `gate_layer` too; the gate then reads a "
                                    "frozen pass over those layers, run before every forward (with its own KV cache in "
                                    "generation)", default=False)
@@ -89,6 +92,12 @@ class AlterConfig:
         if self.head_requests and len(self.head_requests) != self.forget_heads:
             raise ValueError(f"head_requests: one request per forget head ({self.forget_heads}), "
                              f"got {len(self.head_requests)}")
+        if self.name_requests and len(self.name_requests) != len(self.name_patterns):
+            raise ValueError(f"name_requests: one request per name pattern ({len(self.name_patterns)}), "
+                             f"got {len(self.name_requests)}")
+        if self.router == "names" and set(self.pattern_requests) != set(self.requests):
+            raise ValueError(f"name_requests: every request needs both names and heads (names for requests "
+                             f"{sorted(set(self.pattern_requests))}, heads for {sorted(set(self.requests))})")
 
     @property
     def scale(self) -> float:
@@ -103,6 +112,11 @@ class AlterConfig:
     def requests(self) -> list[int]:
         """The request of each forget head."""
         return list(self.head_requests) or [1] * self.forget_heads
+
+    @property
+    def pattern_requests(self) -> list[int]:
+        """The request of each name pattern."""
+        return list(self.name_requests) or [1] * len(self.name_patterns)
 
     def to_dict(self) -> dict:
         return asdict(self)

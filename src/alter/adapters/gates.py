@@ -12,7 +12,7 @@ With `parts` > 1 (`AlterConfig.gate_parts`), each sub-domain has that many detec
 when every one of them has fired at some position <= t (the least of their running maxima is above 0): one detector
 alone learns one part of a name, and fires on anyone who shares it (docs/method.md, "Two detectors per head").
 
-`NameGate` (router 'names'): every forget head on from the token that completes a forget subject's name.
+`NameGate` (router 'names'): forget heads on from the token that completes a name of their request's subjects.
 
 `SharedRouter`: a linear gate on the running mean of the frozen model's last hidden state (positions <= t), the
 previous default; it needs a frozen pass beside every forward.
@@ -96,34 +96,38 @@ def occurrences(input_ids: torch.Tensor, pattern: list[int]) -> torch.Tensor:
 
 
 class NameGate:
-    """Router 'names': every forget head is on from the token that completes a forget subject's name (one of
-    `patterns`, token ids) to the end of the sequence. It reads the token ids alone: text around the name cannot
-    move it, and a subject who shares one name part with a forget subject does not match. It misses a subject
-    mentioned in other words (a surname alone, a misspelling, a description); what that costs is measured per probe
-    family (docs/method.md, "Subjects' names decide (`router: names`)").
+    """Router 'names': a forget head is on from the token that completes the name of one of its request's forget
+    subjects (`patterns`, token ids; `pattern_requests` and `head_requests` say which request each pattern and each
+    head belongs to) to the end of the sequence. It reads the token ids alone: text around the name cannot move it,
+    and a subject who shares one name part with a forget subject does not match. It misses a subject mentioned in
+    other words (a surname alone, a misspelling, a description); what that costs is measured per probe family
+    (docs/method.md, "Subjects' names decide (`router: names`)").
 
-    Generation feeds a sequence a chunk at a time; the carry ([batch] on so far, [batch, longest pattern - 1] last
-    ids) finds a name split across chunks."""
+    Generation feeds a sequence a chunk at a time; the carry ([batch, heads] on so far, [batch, longest pattern - 1]
+    last ids) finds a name split across chunks."""
 
-    def __init__(self, patterns: list[list[int]]):
+    def __init__(self, patterns: list[list[int]], pattern_requests: list[int], head_requests: list[int]):
         self.patterns = [list(pattern) for pattern in patterns]
         self.tail = max(len(pattern) for pattern in self.patterns) - 1
+        # [patterns, heads]: True where a pattern switches a head on
+        self.switches = torch.tensor([[p == h for h in head_requests] for p in pattern_requests], dtype=torch.bool)
 
     def on(self, input_ids: torch.Tensor, mask: torch.Tensor | None,
            carry: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """[batch, seq] True where a name has been completed at or before the position; the carry for the next
-        chunk. Padding (mask 0) never takes part in a name."""
+        """[batch, seq, heads] True where a name of the head's request has been completed at or before the position;
+        the carry for the next chunk. Padding (mask 0) never takes part in a name."""
         ids = input_ids if mask is None else input_ids.masked_fill(~mask.bool(), -1)
+        switches = self.switches.to(ids.device)
         if carry is None:
-            was_on = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
+            was_on = torch.zeros(len(ids), switches.shape[1], dtype=torch.bool, device=ids.device)
             tail = ids.new_full((len(ids), self.tail), -1)
         else:
             was_on, tail = carry
         ids = torch.cat([tail, ids], dim=1)
-        ends = torch.zeros_like(ids, dtype=torch.bool)
-        for pattern in self.patterns:
+        ends = torch.zeros(*ids.shape, switches.shape[1], dtype=torch.bool, device=ids.device)
+        for pattern, heads in zip(self.patterns, switches):
             found = occurrences(ids, pattern)
-            ends[:, len(pattern) - 1 : len(pattern) - 1 + found.shape[1]] |= found
+            ends[:, len(pattern) - 1 : len(pattern) - 1 + found.shape[1]] |= found[..., None] & heads
         on = (ends[:, self.tail :].cumsum(dim=1) > 0) | was_on[:, None]
         return on, (on[:, -1], ids[:, ids.shape[1] - self.tail :])
 

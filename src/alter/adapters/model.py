@@ -12,8 +12,8 @@ function of the tokens up to t only.
 - 'layer' and 'shared' need each token's entropy class, from the frozen model's distribution at that token, and
   'shared' its running mean of the frozen last hidden state: a frozen pass runs beside every forward, with its own
   KV cache during generation, so a decoded token is routed exactly as teacher-forced scoring routes it.
-- 'names': every forget head on from the token that completes a forget subject's name, read from the token ids
-  (`NameGate`); it adapts the same layers as 'content', and generation carries its state from step to step.
+- 'names': a forget head on from the token that completes the name of one of its request's forget subjects, read
+  from the token ids (`NameGate`); it adapts the same layers as 'content', and generation carries its state from step to step.
 - 'none': every forget head is always on.
 """
 
@@ -62,7 +62,7 @@ class AlterModel:
                      "shared": lambda: SharedRouter(hidden, config.router_outputs)}.get(config.router, lambda: None)()
         if self.gate is not None:
             self.gate.to(device)
-        self.names = NameGate(config.name_patterns) if config.router == "names" else None
+        self.names = self._name_gate() if config.router == "names" else None
         self._frozen_pass = False
         self._mask: torch.Tensor | None = None
         self._starts: torch.Tensor | None = None
@@ -203,7 +203,7 @@ class AlterModel:
                 weights = route_weights(self.gate(means), high, self.config)
         elif self.config.router == "names":
             on, self._carry = self.names.on(input_ids, self._mask, self._carry)
-            weights = on.float()[..., None].expand(*on.shape, self.config.forget_heads)
+            weights = on.float()
         elif self.config.router == "none":
             weights = torch.ones(*input_ids.shape, self.config.forget_heads, device=input_ids.device)
         self.slot.routing = Routing(high=high, weights=weights)
@@ -247,20 +247,30 @@ class AlterModel:
 
     # --- sequential requests ------------------------------------------------------------------------------------
 
-    def add_request(self, gate_rows: ContentGate) -> int:
-        """Append one forget head per output of `gate_rows` (a content gate fitted on a new request's sub-domains),
-        zero-initialised, so the model is unchanged until they train. Returns the new request's number."""
+    def add_request(self, count: int, gate_rows: ContentGate | None = None,
+                    name_patterns: list[list[int]] | None = None) -> int:
+        """Append `count` forget heads for a new request, zero-initialised, so the model is unchanged until they
+        train; with the content gate, `gate_rows` (fitted on the request's sub-domains, one output per head), with
+        the names gate, the request's `name_patterns`. Returns the new request's number."""
         _check_sequential(self.config)
         request = max(self.config.requests) + 1
-        count = gate_rows.detector.out_features
         for _, layer in self.layers:
             fresh = layer.forget_B.new_zeros(count, *layer.forget_B.shape[1:])
             layer.forget_B = nn.Parameter(torch.cat([layer.forget_B.detach(), fresh]))
-        self._set_gate_rows(torch.cat([self.gate.detector.weight, gate_rows.detector.weight.to(self.gate.detector.weight)]),
-                            torch.cat([self.gate.detector.bias, gate_rows.detector.bias.to(self.gate.detector.bias)]))
         self.config.head_requests = self.config.requests + [request] * count
         self.config.forget_heads += count
+        if self.config.router == "names":
+            self.config.name_requests = self.config.pattern_requests + [request] * len(name_patterns)
+            self.config.name_patterns = self.config.name_patterns + [list(p) for p in name_patterns]
+            self.names = self._name_gate()
+        else:
+            weight, bias = gate_rows.detector.weight, gate_rows.detector.bias
+            self._set_gate_rows(torch.cat([self.gate.detector.weight, weight.to(self.gate.detector.weight)]),
+                                torch.cat([self.gate.detector.bias, bias.to(self.gate.detector.bias)]))
         return request
+
+    def _name_gate(self) -> NameGate:
+        return NameGate(self.config.name_patterns, self.config.pattern_requests, self.config.requests)
 
     def _set_gate_rows(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         detector = nn.Linear(weight.shape[1], weight.shape[0]).to(weight.device, weight.dtype)
@@ -317,16 +327,16 @@ class AlterModel:
 
 
 def _check_sequential(config: AlterConfig) -> None:
-    if config.router != "content":
-        raise UserError(f"sequential requests need router 'content' (each head has its own gate row); this adapter "
-                        f"uses {config.router!r}")
+    if config.router not in ("content", "names"):
+        raise UserError(f"sequential requests need router 'content' or 'names' (each head has its own gate row or "
+                        f"names); this adapter uses {config.router!r}")
     if config.gate_parts != 1:
         raise UserError(f"sequential requests need one detector per head (gate_parts 1); this adapter has "
                         f"{config.gate_parts}")
 
 
 def remove_request(folder: Path, request: int, out: Path) -> dict:
-    """Write to `out` the adapter in `folder` without one request's forget heads and gate rows. What that request
+    """Write to `out` the adapter in `folder` without one request's forget heads and gate rows (or names). What that request
     made the model forget comes back; wherever its gate did not fire, outputs are exactly what they were. Works on
     the saved tensors alone (no model is loaded); returns the new adapter's config."""
     meta = json.loads((folder / CONFIG).read_text())
@@ -342,6 +352,9 @@ def remove_request(folder: Path, request: int, out: Path) -> dict:
              for key, value in load_file(str(folder / WEIGHTS)).items()}
     config.head_requests = [r for r in requests if r != request]
     config.forget_heads = len(config.head_requests)
+    if config.router == "names":
+        kept = [(p, r) for p, r in zip(config.name_patterns, config.pattern_requests) if r != request]
+        config.name_patterns, config.name_requests = [p for p, _ in kept], [r for _, r in kept]
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / WEIGHTS) as tmp:
         save_file(state, str(tmp))

@@ -81,9 +81,9 @@ def prepare(setup: Setup) -> Plan:
                     for kind, stats, items in (("forget", forget, setup.forget), ("retain", retain, setup.retain))} \
         if params.router == "content" else None
     if params.router == "names":
-        gate_weights = {"forget": _name_weights(adapter.names, setup.forget, config.forget_heads),
-                        "retain": _name_weights(adapter.names, setup.retain, config.forget_heads)}
-        gate_facts = _name_gate_facts(setup, gate_weights, len(patterns))
+        gate_weights = {kind: _name_weights(adapter.names, items) for kind, items in
+                        (("forget", setup.forget), ("retain", setup.retain))}
+        gate_facts = _name_gate_facts(setup, gate_weights, len(patterns), 0)
     retain.features = None  # the states the gate read: no longer needed, and the largest thing prepare holds
     generic = _generic_targets(setup, params)
     objective = ALTERObjective(adapter, params, {"forget": forget.entropy, "retain": retain.entropy},
@@ -120,31 +120,41 @@ def resolved_router(params: ALTERParams, subjects: list[str]) -> ALTERParams:
 
 
 def prepare_request(setup: Setup, params: ALTERParams) -> Plan:
-    """A new forget request on an earlier adapter: its items get sub-domains, gate rows (fitted and calibrated as
-    for a first request) and zero forget heads; Phase II trains only those heads. A, the retain head and every
-    earlier head stay bitwise as they were, so removing this request later gives back the earlier adapter."""
+    """A new forget request on an earlier adapter: its items get sub-domains, zero forget heads and what switches
+    them on (content: gate rows fitted and calibrated as for a first request; names: its subjects' names); Phase II
+    trains only those heads. A, the retain head and every earlier head stay bitwise as they were, so removing this
+    request later gives back the earlier adapter."""
     folder = Path(params.extend)
     if not is_alter_adapter(folder):
         raise UserError(f"params.extend: {folder} is not an ALTER adapter folder (no alter_config.json)")
     earlier = json.loads((folder / "alter_config.json").read_text())
-    if earlier.get("config", {}).get("router") != "content":
-        raise UserError("params.extend: sequential requests need an adapter with router 'content'")
+    router = earlier.get("config", {}).get("router")
+    if router not in ("content", "names"):
+        raise UserError(f"params.extend: sequential requests need an adapter with router 'content' or 'names' "
+                        f"({folder} has {router!r})")
     model, pad = setup.model, setup.tokenizer.pad_token_id
     entropy = EntropySettings(**earlier["config"]["entropy"])
-    reads = earlier["config"]["gate_layer"]
-    params = replace(params, router="content", gate_layer=reads)  # the earlier adapter's gate decides
+    reads = earlier["config"]["gate_layer"] if router == "content" else None
+    params = replace(params, router=router, gate_layer=earlier["config"]["gate_layer"])  # the earlier adapter's kind decides
     forget = item_statistics(model, setup.forget, pad, setup.precision, entropy, pooled=True, feature_layer=reads,
                              answer_logprob=params.forget_floor == "unseen")
     floors, floor = _floors(setup, params, forget, entropy)
     domains, clustering = _subdomains(setup, params, forget)
     retain = item_statistics(model, setup.retain, pad, setup.precision, entropy, feature_layer=reads)
-    new_rows, gate_facts = _fit_gate(setup, params, forget, domains, retain.features, clustering["heads"])
     adapter = AlterModel.load(model, folder)
     earlier_heads = adapter.config.forget_heads
-    request = adapter.add_request(new_rows)
-    gate_weights = {kind: _gate_weights(adapter.gate, stats.features, adapter.config.head_mix, items,
-                                        adapter.config.turn_marker)
-                    for kind, stats, items in (("forget", forget, setup.forget), ("retain", retain, setup.retain))}
+    if router == "names":
+        patterns = _name_patterns(setup)
+        request = adapter.add_request(clustering["heads"], name_patterns=patterns)
+        gate_weights = {kind: _name_weights(adapter.names, items) for kind, items in
+                        (("forget", setup.forget), ("retain", setup.retain))}
+        gate_facts = _name_gate_facts(setup, gate_weights, len(patterns), earlier_heads)
+    else:
+        new_rows, gate_facts = _fit_gate(setup, params, forget, domains, retain.features, clustering["heads"])
+        request = adapter.add_request(clustering["heads"], gate_rows=new_rows)
+        gate_weights = {kind: _gate_weights(adapter.gate, stats.features, adapter.config.head_mix, items,
+                                            adapter.config.turn_marker)
+                        for kind, stats, items in (("forget", forget, setup.forget), ("retain", retain, setup.retain))}
     retain.features = None
     generic = _generic_targets(setup, params)
     objective = ALTERObjective(adapter, params, {"forget": forget.entropy, "retain": retain.entropy},
@@ -368,25 +378,22 @@ def _name_patterns(setup: Setup) -> list[list[int]]:
     return [list(pattern) for pattern in dict.fromkeys(tuple(pattern) for pattern in patterns)]
 
 
-def _name_weights(names: NameGate, items: list, heads: int) -> list[np.ndarray]:
+def _name_weights(names: NameGate, items: list) -> list[np.ndarray]:
     """Per item, the forget-head weights ([tokens, N]) of the 'names' router, as at inference."""
-    weights = []
-    for item in items:
-        on, _ = names.on(torch.as_tensor([item.input_ids]), None, None)
-        weights.append(on[0, :, None].float().expand(-1, heads).numpy())
-    return weights
+    return [names.on(torch.as_tensor([item.input_ids]), None, None)[0][0].float().numpy() for item in items]
 
 
-def _name_gate_facts(setup: Setup, weights: dict, patterns: int) -> dict:
-    """How often the names match: the share of forget answer tokens with the heads on, of forget items whose prompt
-    names a subject, and of retain items on which the heads switch on anywhere."""
-    answers = np.concatenate([w[item.prompt_length :, 0] for w, item in zip(weights["forget"], setup.forget)])
+def _name_gate_facts(setup: Setup, weights: dict, patterns: int, first_head: int) -> dict:
+    """How often this request's names (its heads from `first_head` on) match: the share of forget answer tokens with
+    its heads on, of forget items whose prompt names a subject, and of retain items on which they switch on
+    anywhere."""
+    own = {kind: [w[:, first_head] for w in rows] for kind, rows in weights.items()}
+    answers = np.concatenate([w[item.prompt_length :] for w, item in zip(own["forget"], setup.forget)])
     facts = {"kind": "names", "names": setup.subjects, "patterns": patterns,
              "forget_answer_recall": float(answers.mean()),
-             "forget_prompts_named": float(np.mean([w[item.prompt_length - 1, 0] for w, item in
-                                                    zip(weights["forget"], setup.forget)])),
-             "retain_fire_rate": float(np.mean([w[:, 0].any() for w in weights["retain"]])) if weights["retain"]
-             else 0.0}
+             "forget_prompts_named": float(np.mean([w[item.prompt_length - 1] for w, item in
+                                                    zip(own["forget"], setup.forget)])),
+             "retain_fire_rate": float(np.mean([w.any() for w in own["retain"]])) if own["retain"] else 0.0}
     if facts["forget_prompts_named"] < 0.5:
         print(f"alter: warning: router 'names': only {facts['forget_prompts_named']:.0%} of the forget questions name "
               f"a forget subject ({', '.join(setup.subjects)}) as written; the forget heads act only after a name",
