@@ -255,6 +255,9 @@ def test_config_validation():
         with pytest.raises(ValueError, match="name_requests"):
             AlterConfig(router="names", forget_heads=2, head_requests=[1, 2], name_patterns=[[5], [6]],
                         name_requests=requests)
+    for partial in ([1, 1], [2]):  # one length per pattern, each shorter than its pattern
+        with pytest.raises(ValueError, match="name_partial"):
+            AlterConfig(router="names", name_patterns=[[5, 6]], name_partial=partial)
     with pytest.raises(ValueError, match="top_k_high"):
         AlterConfig(forget_heads=1, router="layer", top_k_high=3)
     assert AlterConfig.from_dict(AlterConfig(forget_heads=3).to_dict()) == AlterConfig(forget_heads=3)
@@ -267,7 +270,8 @@ def test_config_validation():
                        ({"gate_parts": 2, "gate_fit_draws": 3, "router": "content"}, "gate_fit_draws"),
                        ({"gate_swap_pool": "world"}, "gate_swap_pool"), ({"subdomains": "authors"}, "subdomains"),
                        ({"gate_swaps_per_row": 0}, "gate_swaps_per_row"),
-                       ({"gate_swap_span": "answer"}, "gate_swap_span")):
+                       ({"gate_swap_span": "answer"}, "gate_swap_span"),
+                       ({"name_partial": True, "router": "content"}, "name_partial")):
         with pytest.raises(ValueError, match=field):
             ALTERParams(**bad)
 
@@ -297,14 +301,34 @@ def test_the_names_gate_is_on_from_the_token_that_completes_a_name_however_the_s
         assert torch.equal(torch.cat(rest, dim=1), expected)
 
 
+def test_a_partly_written_name_switches_its_heads_on_only_while_the_text_writes_it():
+    """Hand case: name (5, 6, 7) from its first token on, and from its first two; the heads stay on for good only once
+    the whole name is written; chunked as in generation."""
+    from alter.adapters.gates import NameGate
+
+    ids = torch.tensor([[1, 5, 6, 7, 2], [5, 6, 2, 5, 3], [5, 1, 1, 1, 1]])
+    for shortest, expected in ((1, [[0, 1, 1, 1, 1], [1, 1, 0, 1, 0], [1, 0, 0, 0, 0]]),
+                               (2, [[0, 0, 1, 1, 1], [0, 1, 0, 0, 0], [0, 0, 0, 0, 0]])):
+        gate = NameGate([[5, 6, 7]], [1], [1], [shortest])
+        expected = torch.tensor(expected, dtype=torch.bool)[..., None]
+        assert torch.equal(gate.on(ids, None, None)[0], expected)
+        for cut in range(1, 5):
+            parts, carry = [], None
+            for start, end in ((0, cut), *((p, p + 1) for p in range(cut, 5))):
+                step, carry = gate.on(ids[:, start:end], None, carry)
+                parts.append(step)
+            assert torch.equal(torch.cat(parts, dim=1), expected)
+
+
 def test_the_names_are_token_ids_after_a_space_and_at_a_texts_start_and_are_required(tiny_runs):
     from types import SimpleNamespace
 
     from alter.methods.alter import _name_patterns
 
     _, tokenizer = fresh_target(tiny_runs)
-    patterns = _name_patterns(SimpleNamespace(subjects=["Ana Lee"], tokenizer=tokenizer))
+    patterns, partial = _name_patterns(SimpleNamespace(subjects=["Ana Lee"], tokenizer=tokenizer))
     assert [tokenizer.decode(pattern) for pattern in patterns] == [" Ana Lee", "Ana Lee"]
+    assert [tokenizer.decode(p[:k]) for p, k in zip(patterns, partial)] == [" Ana", "Ana"]  # the first word
     with pytest.raises(UserError, match="params.router: 'names' needs forget rows that name their subjects"):
         _name_patterns(SimpleNamespace(subjects=[], tokenizer=tokenizer))
 

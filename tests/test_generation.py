@@ -42,7 +42,8 @@ ROUTERS = ("content", "names", "layer", "shared", "none")
 def calibrated_adapter(random_alter_adapter, model, router, prompts):
     """A random adapter whose content gate's detectors each fire on about 5% of tokens, so it switches on part-way
     through some sequences (prompt or generated) and never in others ("content+parts": two detectors per head); the
-    'names' router's name ends at a chunk boundary of generation."""
+    'names' router's name ends at a chunk boundary of generation ("names+partial": a name of three tokens that switches
+    the heads on from its first, and on for good only if written whole)."""
     adapter = random_alter_adapter(model, seed=0, router=router.split("+")[0], rank=4,
                                    adapt_below_gate=router == "content+below",
                                    gate_parts=2 if router == "content+parts" else 1)
@@ -51,6 +52,11 @@ def calibrated_adapter(random_alter_adapter, model, router, prompts):
             first = int(model(input_ids=torch.tensor([prompts[0]])).logits[0, -1].argmax())
         adapter.config.name_patterns = [[prompts[0][-1], first]]
         adapter.names = NameGate(adapter.config.name_patterns, [1], adapter.config.requests)
+    if router == "names+partial":
+        with torch.no_grad():
+            first = int(model(input_ids=torch.tensor([prompts[0]])).logits[0, -1].argmax())
+        adapter.config.name_patterns, adapter.config.name_partial = [[prompts[0][-1], first, first]], [1]
+        adapter.names = NameGate(adapter.config.name_patterns, [1], adapter.config.requests, [1])
     if router.startswith("content"):
         with torch.no_grad(), adapter.disabled():
             hidden = torch.cat([model(input_ids=torch.tensor([p]), output_hidden_states=True)
@@ -70,7 +76,7 @@ def threshold_between_scores(scores: torch.Tensor, share_below: float, margin: f
     return (ordered[first] + ordered[first + 1]) / 2
 
 
-@pytest.mark.parametrize("router", (*ROUTERS, "content+turns", "content+below", "content+parts"))
+@pytest.mark.parametrize("router", (*ROUTERS, "content+turns", "content+below", "content+parts", "names+partial"))
 def test_teacher_forced_scoring_of_a_generation_equals_the_log_probabilities_seen_while_generating(
         router, tiny_runs, small_world, random_alter_adapter):
     """One routing policy: every decoded token is routed as scoring routes it in the whole sequence (with a turn
@@ -110,7 +116,7 @@ def test_teacher_forced_scoring_of_a_generation_equals_the_log_probabilities_see
         assert any(adapter.config.turn_marker[0] in item.answer_ids for item in items)
 
 
-@pytest.mark.parametrize("router", (*ROUTERS, "content+below", "content+parts"))
+@pytest.mark.parametrize("router", (*ROUTERS, "content+below", "content+parts", "names+partial"))
 def test_an_alter_adapter_generates_the_same_after_rows_leave(router, tiny_runs, small_world, random_alter_adapter):
     """The adapter carries each row's routing state from one decoding step to the next, and drops it with the row."""
     model, tokenizer = load_model(str(tiny_runs / "target"))

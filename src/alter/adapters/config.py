@@ -37,6 +37,9 @@ class AlterConfig:
                             default=-1)
     name_patterns: list[list[int]] = _help("'names': the token ids of each forget subject's name, as the tokenizer "
                                            "writes it after a space and at a text's start", default_factory=list)
+    name_partial: list[int] = _help("'names': per pattern, from how many of its first tokens a partly written name "
+                                    "switches its heads on at the position it reaches, until the text leaves the name "
+                                    "(0: only the whole name); empty = 0 for every pattern", default_factory=list)
     name_requests: list[int] = _help("'names': the forget request each name pattern belongs to, in pattern order; a "
                                      "name switches on its own request's heads only; empty = every pattern belongs "
                                      "to request 1", default_factory=list)
@@ -92,6 +95,11 @@ class AlterConfig:
         if self.head_requests and len(self.head_requests) != self.forget_heads:
             raise ValueError(f"head_requests: one request per forget head ({self.forget_heads}), "
                              f"got {len(self.head_requests)}")
+        if self.name_partial and len(self.name_partial) != len(self.name_patterns):
+            raise ValueError(f"name_partial: one length per name pattern ({len(self.name_patterns)}), "
+                             f"got {len(self.name_partial)}")
+        if any(not 0 <= k < len(p) for k, p in zip(self.name_partial, self.name_patterns)):
+            raise ValueError("name_partial: each length must lie in 0..len(pattern) - 1")
         if self.name_requests and len(self.name_requests) != len(self.name_patterns):
             raise ValueError(f"name_requests: one request per name pattern ({len(self.name_patterns)}), "
                              f"got {len(self.name_requests)}")
@@ -112,6 +120,11 @@ class AlterConfig:
     def requests(self) -> list[int]:
         """The request of each forget head."""
         return list(self.head_requests) or [1] * self.forget_heads
+
+    @property
+    def pattern_partial(self) -> list[int]:
+        """Per name pattern, the shortest partly written prefix that switches its heads on (0: none)."""
+        return list(self.name_partial) or [0] * len(self.name_patterns)
 
     @property
     def pattern_requests(self) -> list[int]:

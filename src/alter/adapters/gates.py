@@ -103,11 +103,17 @@ class NameGate:
     other words (a surname alone, a misspelling, a description); what that costs is measured per probe family
     (docs/method.md, "Subjects' names decide (`router: names`)").
 
+    With `partial` (per pattern, a prefix length k > 0), a name written up to at least its first k tokens also switches
+    its heads on at the position it has reached, and off again where the text leaves the name: the heads then act
+    while the name itself is being written, as when the name is the answer.
+
     Generation feeds a sequence a chunk at a time; the carry ([batch, heads] on so far, [batch, longest pattern - 1]
     last ids) finds a name split across chunks."""
 
-    def __init__(self, patterns: list[list[int]], pattern_requests: list[int], head_requests: list[int]):
+    def __init__(self, patterns: list[list[int]], pattern_requests: list[int], head_requests: list[int],
+                 partial: list[int] | None = None):
         self.patterns = [list(pattern) for pattern in patterns]
+        self.partial = list(partial) if partial else [0] * len(self.patterns)
         self.tail = max(len(pattern) for pattern in self.patterns) - 1
         # [patterns, heads]: True where a pattern switches a head on
         self.switches = torch.tensor([[p == h for h in head_requests] for p in pattern_requests], dtype=torch.bool)
@@ -125,11 +131,20 @@ class NameGate:
             was_on, tail = carry
         ids = torch.cat([tail, ids], dim=1)
         ends = torch.zeros(*ids.shape, switches.shape[1], dtype=torch.bool, device=ids.device)
-        for pattern, heads in zip(self.patterns, switches):
-            found = occurrences(ids, pattern)
-            ends[:, len(pattern) - 1 : len(pattern) - 1 + found.shape[1]] |= found[..., None] & heads
+        writing = torch.zeros_like(ends)
+        for pattern, heads, shortest in zip(self.patterns, switches, self.partial):
+            _mark_ends(ends, ids, pattern, heads)
+            for length in range(shortest, len(pattern)) if shortest else ():
+                _mark_ends(writing, ids, pattern[:length], heads)
         on = (ends[:, self.tail :].cumsum(dim=1) > 0) | was_on[:, None]
-        return on, (on[:, -1], ids[:, ids.shape[1] - self.tail :])
+        on_now = on | writing[:, self.tail :]
+        return on_now, (on[:, -1], ids[:, ids.shape[1] - self.tail :])
+
+
+def _mark_ends(marks: torch.Tensor, ids: torch.Tensor, pattern: list[int], heads: torch.Tensor) -> None:
+    """Sets `heads` in `marks` ([batch, seq, heads]) at every position where `pattern` ends in `ids`."""
+    found = occurrences(ids, pattern)
+    marks[:, len(pattern) - 1 : len(pattern) - 1 + found.shape[1]] |= found[..., None] & heads
 
 
 class SharedRouter(nn.Module):

@@ -248,10 +248,10 @@ class AlterModel:
     # --- sequential requests ------------------------------------------------------------------------------------
 
     def add_request(self, count: int, gate_rows: ContentGate | None = None,
-                    name_patterns: list[list[int]] | None = None) -> int:
+                    name_patterns: list[list[int]] | None = None, name_partial: list[int] | None = None) -> int:
         """Append `count` forget heads for a new request, zero-initialised, so the model is unchanged until they
         train; with the content gate, `gate_rows` (fitted on the request's sub-domains, one output per head), with
-        the names gate, the request's `name_patterns`. Returns the new request's number."""
+        the names gate, the request's `name_patterns` (and `name_partial`). Returns the new request's number."""
         _check_sequential(self.config)
         request = max(self.config.requests) + 1
         for _, layer in self.layers:
@@ -261,6 +261,8 @@ class AlterModel:
         self.config.forget_heads += count
         if self.config.router == "names":
             self.config.name_requests = self.config.pattern_requests + [request] * len(name_patterns)
+            if self.config.name_partial or name_partial:
+                self.config.name_partial = self.config.pattern_partial + (name_partial or [0] * len(name_patterns))
             self.config.name_patterns = self.config.name_patterns + [list(p) for p in name_patterns]
             self.names = self._name_gate()
         else:
@@ -270,7 +272,8 @@ class AlterModel:
         return request
 
     def _name_gate(self) -> NameGate:
-        return NameGate(self.config.name_patterns, self.config.pattern_requests, self.config.requests)
+        return NameGate(self.config.name_patterns, self.config.pattern_requests, self.config.requests,
+                        self.config.pattern_partial)
 
     def _set_gate_rows(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
         detector = nn.Linear(weight.shape[1], weight.shape[0]).to(weight.device, weight.dtype)
@@ -353,8 +356,10 @@ def remove_request(folder: Path, request: int, out: Path) -> dict:
     config.head_requests = [r for r in requests if r != request]
     config.forget_heads = len(config.head_requests)
     if config.router == "names":
-        kept = [(p, r) for p, r in zip(config.name_patterns, config.pattern_requests) if r != request]
-        config.name_patterns, config.name_requests = [p for p, _ in kept], [r for _, r in kept]
+        kept = [(p, r, k) for p, r, k in zip(config.name_patterns, config.pattern_requests, config.pattern_partial)
+                if r != request]
+        config.name_patterns, config.name_requests = [p for p, _, _ in kept], [r for _, r, _ in kept]
+        config.name_partial = [k for _, _, k in kept] if config.name_partial else []
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / WEIGHTS) as tmp:
         save_file(state, str(tmp))

@@ -55,7 +55,7 @@ def prepare(setup: Setup) -> Plan:
     model, pad = setup.model, setup.tokenizer.pad_token_id
     entropy = EntropySettings(params.entropy, params.q, params.threshold, params.entropy_guidance)
     reads = _gate_reads(model, params)
-    patterns = _name_patterns(setup) if params.router == "names" else []
+    patterns, partial = _name_patterns(setup) if params.router == "names" else ([], [])
     forget = item_statistics(model, setup.forget, pad, setup.precision, entropy, pooled=True, feature_layer=reads,
                              answer_logprob=params.forget_floor == "unseen")
     floors, floor = _floors(setup, params, forget, entropy)
@@ -70,6 +70,7 @@ def prepare(setup: Setup) -> Plan:
                          router=params.router, null_output=params.null_output, gate_layer=params.gate_layer,
                          adapt_below_gate=params.adapt_below_gate, gate_parts=params.gate_parts,
                          head_mix=params.head_mix, turn_marker=_turn_marker(setup, params), name_patterns=patterns,
+                         name_partial=partial if params.name_partial else [],
                          top_k_high=min(params.top_k_high, clustering["heads"] + int(params.null_output)),
                          temperature_high=params.temperature_high, temperature_low=params.temperature_low,
                          entropy=entropy)
@@ -144,8 +145,9 @@ def prepare_request(setup: Setup, params: ALTERParams) -> Plan:
     adapter = AlterModel.load(model, folder)
     earlier_heads = adapter.config.forget_heads
     if router == "names":
-        patterns = _name_patterns(setup)
-        request = adapter.add_request(clustering["heads"], name_patterns=patterns)
+        patterns, partial = _name_patterns(setup)
+        request = adapter.add_request(clustering["heads"], name_patterns=patterns,
+                                      name_partial=partial if params.name_partial else None)
         gate_weights = {kind: _name_weights(adapter.names, items) for kind, items in
                         (("forget", setup.forget), ("retain", setup.retain))}
         gate_facts = _name_gate_facts(setup, gate_weights, len(patterns), earlier_heads)
@@ -367,15 +369,26 @@ def _gate_weights(gate: ContentGate, features: list[np.ndarray], mix: str, items
     return weights
 
 
-def _name_patterns(setup: Setup) -> list[list[int]]:
+def _name_patterns(setup: Setup) -> tuple[list[list[int]], list[int]]:
     """Router 'names': each forget subject's name as token ids, after a space and at a text's start (where the
-    tokenizer writes it differently)."""
+    tokenizer writes it differently), and per pattern how many of its tokens write the first word (the shortest
+    partly written name `name_partial` switches heads on at; 0 where the first word's tokens are not the pattern's
+    own first tokens)."""
     if not setup.subjects:
         raise UserError("params.router: 'names' needs forget rows that name their subjects (a TOFU-format --data "
                         "folder whose questions name the author)")
-    patterns = [setup.tokenizer(text, add_special_tokens=False)["input_ids"]
-                for name in setup.subjects for text in (f" {name}", name)]
-    return [list(pattern) for pattern in dict.fromkeys(tuple(pattern) for pattern in patterns)]
+    found: dict[tuple, int] = {}
+    for name in setup.subjects:
+        for space in (" ", ""):
+            pattern = tuple(_token_ids(setup, space + name))
+            first = _token_ids(setup, space + name.split()[0])
+            writes_first = len(first) < len(pattern) and list(pattern[: len(first)]) == first
+            found.setdefault(pattern, len(first) if writes_first else 0)
+    return [list(pattern) for pattern in found], list(found.values())
+
+
+def _token_ids(setup: Setup, text: str) -> list[int]:
+    return setup.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def _name_weights(names: NameGate, items: list) -> list[np.ndarray]:

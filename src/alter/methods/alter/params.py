@@ -93,6 +93,9 @@ class ALTERParams:
     gate_fit_steps: int = 500  # 'content': full-batch Adam steps of the detector's fit
     gate_fit_draws: int = 1  # 'content': fits from this many initialisations, their detectors averaged
     gate_hard_negative_refits: int = 0  # 'content': refits, the retain items a fit fired on weighed up (gate_fit.py)
+    name_partial: bool = False  # 'names': a name written up to at least its first word switches its heads on while
+    # the text goes on writing it, so "Who is the author born in ...?" - "... Wen Achterberg" is pushed down after
+    # "Wen" (docs/method.md, "Partly written names")
     extend: str = ""  # an earlier ALTER adapter (folder) on this model: add this forget set to it as a new request
 
     def __post_init__(self):
@@ -146,6 +149,8 @@ class ALTERParams:
             raise ValueError(f"params.subdomains: expected 'kmeans' or 'subjects', got {self.subdomains!r}")
         if self.gate_swap_pool not in ("subjects", "list"):
             raise ValueError(f"params.gate_swap_pool: expected 'subjects' or 'list', got {self.gate_swap_pool!r}")
+        if self.name_partial and self.router not in ("auto", "names"):
+            raise ValueError(f"params.name_partial: needs params.router 'names' (or 'auto'), got {self.router!r}")
         if self.gate_swap_span not in ("row", "question"):
             raise ValueError(f"params.gate_swap_span: expected 'row' or 'question', got {self.gate_swap_span!r}")
         if self.gate_swaps_per_row < 1:
