@@ -136,7 +136,8 @@ def prepare_request(setup: Setup, params: ALTERParams) -> Plan:
     model, pad = setup.model, setup.tokenizer.pad_token_id
     entropy = EntropySettings(**earlier["config"]["entropy"])
     reads = earlier["config"]["gate_layer"] if router == "content" else None
-    params = replace(params, router=router, gate_layer=earlier["config"]["gate_layer"])  # the earlier adapter's kind decides
+    # the earlier adapter's router decides, at its layers
+    params = replace(params, router=router, gate_layer=earlier["config"]["gate_layer"])
     forget = item_statistics(model, setup.forget, pad, setup.precision, entropy, pooled=True, feature_layer=reads,
                              answer_logprob=params.forget_floor == "unseen")
     floors, floor = _floors(setup, params, forget, entropy)
