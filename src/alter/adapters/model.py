@@ -13,7 +13,8 @@ function of the tokens up to t only.
   'shared' its running mean of the frozen last hidden state: a frozen pass runs beside every forward, with its own
   KV cache during generation, so a decoded token is routed exactly as teacher-forced scoring routes it.
 - 'names': a forget head on from the token that completes the name of one of its request's forget subjects, read
-  from the token ids (`NameGate`); it adapts the same layers as 'content', and generation carries its state from step to step.
+  from the token ids (`NameGate`); it adapts the same layers as 'content', and generation carries its state from
+  step to step.
 - 'none': every forget head is always on.
 """
 
@@ -339,9 +340,9 @@ def _check_sequential(config: AlterConfig) -> None:
 
 
 def remove_request(folder: Path, request: int, out: Path) -> dict:
-    """Write to `out` the adapter in `folder` without one request's forget heads and gate rows (or names). What that request
-    made the model forget comes back; wherever its gate did not fire, outputs are exactly what they were. Works on
-    the saved tensors alone (no model is loaded); returns the new adapter's config."""
+    """Write to `out` the adapter in `folder` without one request's forget heads and gate rows (or names). What
+    that request made the model forget comes back; wherever its gate did not fire, outputs are exactly what they
+    were. Works on the saved tensors alone (no model is loaded); returns the new adapter's config."""
     meta = json.loads((folder / CONFIG).read_text())
     config = AlterConfig.from_dict(meta["config"])
     _check_sequential(config)
