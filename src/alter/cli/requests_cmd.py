@@ -9,9 +9,10 @@ def add_parser(commands) -> None:
     parser = commands.add_parser(
         "requests", help="list an ALTER adapter's forget requests, or write it without one (--remove K --out DIR)",
         description="An ALTER adapter grows one request at a time (`alter unlearn --method alter --set "
-                    "params.extend=EARLIER_ADAPTER`): each request adds its own forget heads and gate rows. Without "
-                    "--remove this lists the requests and their heads; with --remove K --out DIR it writes the adapter "
-                    "without request K: what K made the model forget comes back, and wherever K's gate does not fire "
+                    "params.extend=EARLIER_ADAPTER`): each request adds its own forget heads and what switches them on "
+                    "(gate rows, or under the names router its subjects' names). Without --remove this lists the "
+                    "requests and their heads; with --remove K --out DIR it writes the adapter without request K: "
+                    "what K made the model forget comes back, and wherever K's gate does not fire "
                     "the outputs are exactly those of the adapter before (docs/method.md, \"Sequential requests\").")
     parser.add_argument("adapter", metavar="ADAPTER", help="ALTER adapter folder")
     parser.add_argument("--remove", type=int, metavar="K", help="the request to remove")
