@@ -339,6 +339,8 @@ def test_the_default_router_reads_names_where_the_rows_name_subjects_and_the_con
     assert ALTERParams().router == "auto"
     assert resolved_router(ALTERParams(), ["Ana Lee"]).router == "names"
     assert resolved_router(ALTERParams(), []).router == "content"
+    with pytest.raises(UserError, match="params.name_partial: needs the names router"):  # never silently ignored
+        resolved_router(ALTERParams(name_partial=True), [])
     assert resolved_router(ALTERParams(router="content"), ["Ana Lee"]).router == "content"
 
 

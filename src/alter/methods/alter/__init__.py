@@ -117,6 +117,9 @@ def resolved_router(params: ALTERParams, subjects: list[str]) -> ALTERParams:
     docs/method.md, "Subjects' names decide"), the content gate elsewhere (rows of the user's own files)."""
     if params.router != "auto":
         return params
+    if params.name_partial and not subjects:  # else `replace` would fail on name_partial under the content gate
+        raise UserError("params.name_partial: needs the names router, and these forget rows name no subject "
+                        "(a TOFU-format --data folder whose questions name the author)")
     return replace(params, router="names" if subjects else "content")
 
 
