@@ -103,17 +103,18 @@ def test_shared_prompts_and_answer_only_output_layer_change_nothing(smollm2, mon
 
 
 @pytest.mark.parametrize("router, gate_bias", [("content", -40.0), ("content", 0.0), ("none", 0.0),
-                                               ("content+below", -40.0), ("content+below", 0.0)])
+                                               ("content+below", -40.0), ("content+below", 0.0), ("layer", 0.0),
+                                               ("shared", 0.0)])
 def test_an_alter_adapter_scores_the_same_after_a_shared_prompt(router, gate_bias, tiny_runs, random_alter_adapter):
-    """The content gate's running max carries from the shared prompt into each answer (with `adapt_below_gate`, the
-    KV cache of the frozen pass that feeds the gate too): same scores, same routes."""
+    """The routing state carries from the shared prompt into each answer: the content gate's running max, the
+    'shared' router's running sum, and the KV cache of the frozen pass ('layer', 'shared', `adapt_below_gate`), which
+    gives each answer token its entropy class: same scores, same routes."""
     from alter.evaluation import scoring
     from alter.models import load_model
 
     model, tokenizer = load_model(str(tiny_runs / "target"))
     adapter = random_alter_adapter(model, seed=5, router=router.split("+")[0], gate_bias=gate_bias,
                                    adapt_below_gate=router == "content+below")
-    assert adapter.continues_prompts  # score_answers takes the shared-prompt path
     items = shared_prompt_items(tokenizer)
     shared = scoring._score_sharing_prompts(model, items, tokenizer.pad_token_id, 2, "fp32", None)
     whole = scoring._score_whole_sequences(model, items, tokenizer.pad_token_id, 2, "fp32", None)

@@ -139,22 +139,16 @@ class AlterModel:
         route = torch.where(weights.sum(-1) >= 0.5, weights.argmax(-1) + 1, 0)
         return route, self._recorded_high
 
-    @property
-    def continues_prompts(self) -> bool:
-        """Whether answers can be scored after a shared prompt's KV cache (`gate_state`, `continue_from`)."""
-        return self.config.router in ("content", "names", "none")
-
     def gate_state(self):
-        """The gate's state at the end of the last forward: the content gate's running max per row (with
-        `adapt_below_gate` also the KV cache of the frozen pass that feeds it), or the names gate's carry."""
-        return (self._carry, self._companion) if self.config.adapt_below_gate else self._carry
+        """The routing state at the end of the last forward: the content gate's running max per row, the names
+        gate's carry or the 'shared' router's running sum; with a frozen pass ('layer', 'shared',
+        `adapt_below_gate`) also that pass's KV cache."""
+        return (self._carry, self._companion) if self.needs_frozen_pass else self._carry
 
     def continue_from(self, state, rows: torch.Tensor) -> None:
         """The next forward continues rows `rows` of a forward that ended in gate state `state` (answers scored after
         a shared prompt)."""
-        if not self.continues_prompts:
-            raise ValueError(f"router {self.config.router!r} cannot continue from a shared prompt")
-        if self.config.adapt_below_gate:
+        if self.needs_frozen_pass:
             state, companion = state
             self._companion = copy.deepcopy(companion)  # the next chunk continues the same prompts
             self._companion.batch_select_indices(rows)

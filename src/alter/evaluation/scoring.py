@@ -42,11 +42,9 @@ class AnswerScores:
 def score_answers(model, items: list[EncodedQA], pad_id: int, batch_size: int = 16, precision: str = "fp32",
                   progress=None) -> list[AnswerScores]:
     """Scores of every item. Items that share a prompt (TOFU's answer, paraphrase and perturbed answers of one
-    question) share one pass over it: its KV cache serves all of them, and an ALTER content gate's state at the prompt's
-    end (its running max, and the KV cache of the frozen pass that feeds it) starts each answer. ALTER's 'layer' and
-    'shared' routers score whole sequences."""
-    adapter = getattr(model, "alter", None)
-    if (adapter is None or adapter.continues_prompts) and forward_accepts(model, "cache"):
+    question) share one pass over it: its KV cache serves all of them, and an ALTER adapter's routing state at the
+    prompt's end (`AlterModel.gate_state`: the gate's carry, and the KV cache of a frozen pass) starts each answer."""
+    if forward_accepts(model, "cache"):
         return _score_sharing_prompts(model, items, pad_id, batch_size, precision, progress)
     return _score_whole_sequences(model, items, pad_id, batch_size, precision, progress)
 
@@ -82,7 +80,7 @@ class PromptPass:
     mask: torch.Tensor
     positions: torch.Tensor
     last_logits: torch.Tensor
-    gate_state: torch.Tensor | None = None  # ALTER: the content gate's state at each prompt's end
+    gate_state: object = None  # ALTER: the routing state at each prompt's end (`AlterModel.gate_state`)
     last_route: torch.Tensor | None = None  # ALTER: the forget head acting at each prompt's last position
 
     @classmethod
