@@ -104,18 +104,21 @@ def test_shared_prompts_and_answer_only_output_layer_change_nothing(smollm2, mon
 
 @pytest.mark.parametrize("router, gate_bias", [("content", -40.0), ("content", 0.0), ("none", 0.0),
                                                ("content+below", -40.0), ("content+below", 0.0), ("layer", 0.0),
-                                               ("shared", 0.0)])
+                                               ("shared", 0.0), ("names", 0.0)])
 def test_an_alter_adapter_scores_the_same_after_a_shared_prompt(router, gate_bias, tiny_runs, random_alter_adapter):
-    """The routing state carries from the shared prompt into each answer: the content gate's running max, the
-    'shared' router's running sum, and the KV cache of the frozen pass ('layer', 'shared', `adapt_below_gate`), which
-    gives each answer token its entropy class: same scores, same routes."""
+    """The routing state carries from the shared prompt into each answer: the content gate's running max, the names
+    gate's switches, the 'shared' router's running sum, and the KV cache of the frozen pass ('layer', 'shared',
+    `adapt_below_gate`), which gives each answer token its entropy class: same scores, same routes."""
     from alter.evaluation import scoring
     from alter.models import load_model
 
     model, tokenizer = load_model(str(tiny_runs / "target"))
-    adapter = random_alter_adapter(model, seed=5, router=router.split("+")[0], gate_bias=gate_bias,
-                                   adapt_below_gate=router == "content+below")
     items = shared_prompt_items(tokenizer)
+    france = tokenizer(" France", add_special_tokens=False)["input_ids"]  # a "name" that half the prompts hold
+    assert sum(_holds(item.input_ids[: item.prompt_length], france) for item in items) == 3
+    adapter = random_alter_adapter(model, seed=5, router=router.split("+")[0], gate_bias=gate_bias,
+                                   adapt_below_gate=router == "content+below",
+                                   name_patterns=[france] if router == "names" else None)
     shared = scoring._score_sharing_prompts(model, items, tokenizer.pad_token_id, 2, "fp32", None)
     whole = scoring._score_whole_sequences(model, items, tokenizer.pad_token_id, 2, "fp32", None)
     assert_same_scores(shared, whole, atol=1e-5)
@@ -123,3 +126,11 @@ def test_an_alter_adapter_scores_the_same_after_a_shared_prompt(router, gate_bia
         np.testing.assert_array_equal(a.route, b.route)
     routed = np.concatenate([s.route for s in whole])
     assert routed.any() and (router == "none" or gate_bias == 0.0 or not routed.all()), routed
+    if router == "names":  # on at every answer token after a prompt that names France, nowhere else
+        for item, score in zip(items, shared):
+            named = _holds(item.input_ids[: item.prompt_length], france)
+            assert (score.route != 0).tolist() == [named] * len(score.route)
+
+
+def _holds(ids: list[int], pattern: list[int]) -> bool:
+    return any(ids[i : i + len(pattern)] == pattern for i in range(len(ids) - len(pattern) + 1))
