@@ -5,7 +5,7 @@ Units: a (world, seed) pair. Per world, the target (on `full`) and retain (on `r
 evaluations are built once and cached in `--cache`, shared by every bench. Per unit, each variant unlearns from the
 world's target in a fresh process and is evaluated. Every step folder carries `bench_key.txt`, a hash of everything
 its output depends on; a step finished under the same key is reused, an unfinished one resumes, one made under
-another key is recomputed. `bench.json` keeps every unit's row; `bench.md` shows the mean and a 95% interval over
+another key is recomputed (an unlearning run names the recipe settings that changed, from its `bench_settings.json`). `bench.json` keeps every unit's row; `bench.md` shows the mean and a 95% interval over
 units, and how much of each method's forgetting comes back under each out-of-sample probe ("undone").
 
 MUSE adds two protocols over a world's disjoint forget requests 1..R (`forget_requestK`, `forget_uptoK`):
@@ -45,6 +45,7 @@ from alter.pipelines.isolated import run_isolated
 from alter.pipelines.progress import Progress
 
 KEY_FILE = "bench_key.txt"
+SETTINGS_FILE = "bench_settings.json"
 BUILT_IN_MODELS = ("tiny", "smollm2")
 TOFU_ROW_KEYS = ("forget_quality", "model_utility", "forget_nll", "retain_nll", "forget_Q_A_Prob", "forget_Q_A_ROUGE",
                  "retain_Q_A_Prob", "retain_Q_A_ROUGE", "privleak")
@@ -149,10 +150,42 @@ def is_done(folder: Path, key: str, done_file: str) -> bool:
     return stamp.is_file() and stamp.read_text() == key and (folder / done_file).is_file()
 
 
+def flat_settings(settings: dict, prefix: str = "") -> dict:
+    """Nested settings as {"section.key": value}."""
+    flat = {}
+    for name, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(flat_settings(value, f"{prefix}{name}."))
+        else:
+            flat[f"{prefix}{name}"] = value
+    return flat
+
+
+def changed_settings(old: dict, new: dict, shown: int = 5) -> str:
+    """The settings that differ, as "name: old -> new" (at most `shown`, then how many more); "" if none does."""
+    old, new = flat_settings(old), flat_settings(new)
+    names = sorted(name for name in old.keys() | new.keys() if old.get(name, "unset") != new.get(name, "unset"))
+    parts = [f"{name}: {old.get(name, 'unset')} -> {new.get(name, 'unset')}" for name in names[:shown]]
+    if len(names) > shown:
+        parts.append(f"and {len(names) - shown} more")
+    return ", ".join(parts)
+
+
+def _made_with(folder: Path, settings: dict | None) -> str:
+    """What a folder made under another key was made with, where both sides' settings are known."""
+    stored = folder / SETTINGS_FILE
+    if settings is None or not stored.is_file():
+        return ""
+    as_stored = json.loads(json.dumps(settings, default=str))  # tuples read back as lists
+    change = changed_settings(json.loads(stored.read_text()), as_stored)
+    return f" ({change})" if change else " (same settings, an earlier input: model, data or a previous step)"
+
+
 def run_step(folder: Path, key: str, done_file: str, function: str, progress: "Progress | None" = None,
-             **kwargs) -> None:
+             settings: dict | None = None, **kwargs) -> None:
     """Run `function(**kwargs)` in a fresh process for `folder` unless it is finished under `key`; work made under
-    another key is discarded."""
+    another key is discarded. `settings` (plain data, part of `key`) is kept beside the key, so that a rerun under
+    other settings says which changed."""
     kind = function.split(":")[1]
     if is_done(folder, key, done_file):
         if progress:
@@ -161,10 +194,12 @@ def run_step(folder: Path, key: str, done_file: str, function: str, progress: "P
     stamp = folder / KEY_FILE
     if folder.exists():
         if stamp.is_file() and stamp.read_text() != key:
-            print(f"{folder}: made with other settings, recomputing", flush=True)
+            print(f"{folder}: made with other settings{_made_with(folder, settings)}, recomputing", flush=True)
             shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_text(stamp, key)
+    if settings is not None:
+        write_json(folder / SETTINGS_FILE, settings)
     print(f"bench: {kind} -> {folder}", flush=True)
     started = time.perf_counter()
     run_isolated(function, **kwargs)
@@ -428,9 +463,9 @@ def _run_variant(plan: BenchPlan, world: World, variant: Variant, seed: int, ref
     overrides = [*variant.overrides, f"train.precision={plan.precision}", f"train.seed={seed}", *extra]
     start_key = fingerprint(reference["target_key"], folder_fingerprint(previous)) if previous \
         else reference["target_key"]
-    run_key = fingerprint("unlearn", start_key, _recipe(plan, variant, seed, extra),
-                          *([forget_split] if forget_split != plan.forget_split else []))
-    run_step(run_dir, run_key, "manifest.json", "alter.pipelines.steps:unlearn_step", progress,
+    recipe = _recipe(plan, variant, seed, extra)
+    run_key = fingerprint("unlearn", start_key, recipe, *([forget_split] if forget_split != plan.forget_split else []))
+    run_step(run_dir, run_key, "manifest.json", "alter.pipelines.steps:unlearn_step", progress, settings=recipe,
              model=start or reference["target_dir"],
              data=world.data, forget_split=forget_split, retain_split=plan.retain_split,
              method=variant.method, overrides=overrides, out=str(run_dir))
