@@ -37,13 +37,13 @@ def test_variant_parsing_and_the_paper_recipe_beside_alter():
 def test_a_run_made_under_other_settings_names_the_settings_that_changed(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench_module, "run_isolated", lambda function, **kwargs: (tmp_path / "run" / "done").write_text("x"))
     recipe = {"method": "alter", "params": {"plain_nll": True, "lr_b": 0.002}, "train": {"seed": 0}}
-    run_step(tmp_path / "run", "key-1", "done", "alter.pipelines.steps:unlearn_step", settings=recipe)
+    run_step(tmp_path / "run", "key-1", "done", "alter.pipelines.steps:unlearn_step", key_settings=recipe)
     assert json.loads((tmp_path / "run" / "bench_settings.json").read_text()) == recipe
     changed = {"method": "alter", "params": {"plain_nll": False, "lr_b": 0.002, "rank": 8}, "train": {"seed": 0}}
-    run_step(tmp_path / "run", "key-2", "done", "alter.pipelines.steps:unlearn_step", settings=changed)
+    run_step(tmp_path / "run", "key-2", "done", "alter.pipelines.steps:unlearn_step", key_settings=changed)
     assert "made with other settings (params.plain_nll: True -> False, params.rank: unset -> 8), recomputing" in \
         capsys.readouterr().out
-    run_step(tmp_path / "run", "key-3", "done", "alter.pipelines.steps:unlearn_step", settings=changed)
+    run_step(tmp_path / "run", "key-3", "done", "alter.pipelines.steps:unlearn_step", key_settings=changed)
     assert "(same settings, an earlier input: model, data or a previous step)" in capsys.readouterr().out
     assert changed_settings({"a": {"b": 1}}, {"a": {"b": 1}}) == ""
     many = changed_settings({f"k{i}": 0 for i in range(7)}, {f"k{i}": 1 for i in range(7)})

@@ -182,10 +182,10 @@ def _made_with(folder: Path, settings: dict | None) -> str:
 
 
 def run_step(folder: Path, key: str, done_file: str, function: str, progress: "Progress | None" = None,
-             settings: dict | None = None, **kwargs) -> None:
+             key_settings: dict | None = None, **kwargs) -> None:
     """Run `function(**kwargs)` in a fresh process for `folder` unless it is finished under `key`; work made under
-    another key is discarded. `settings` (plain data, part of `key`) is kept beside the key, so that a rerun under
-    other settings says which changed."""
+    another key is discarded. `key_settings` (plain data, part of `key`) is kept beside the key, so that a rerun
+    under other settings says which changed."""
     kind = function.split(":")[1]
     if is_done(folder, key, done_file):
         if progress:
@@ -194,12 +194,12 @@ def run_step(folder: Path, key: str, done_file: str, function: str, progress: "P
     stamp = folder / KEY_FILE
     if folder.exists():
         if stamp.is_file() and stamp.read_text() != key:
-            print(f"{folder}: made with other settings{_made_with(folder, settings)}, recomputing", flush=True)
+            print(f"{folder}: made with other settings{_made_with(folder, key_settings)}, recomputing", flush=True)
             shutil.rmtree(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_text(stamp, key)
-    if settings is not None:
-        write_json(folder / SETTINGS_FILE, settings)
+    if key_settings is not None:
+        write_json(folder / SETTINGS_FILE, key_settings)
     print(f"bench: {kind} -> {folder}", flush=True)
     started = time.perf_counter()
     run_isolated(function, **kwargs)
@@ -465,7 +465,8 @@ def _run_variant(plan: BenchPlan, world: World, variant: Variant, seed: int, ref
         else reference["target_key"]
     recipe = _recipe(plan, variant, seed, extra)
     run_key = fingerprint("unlearn", start_key, recipe, *([forget_split] if forget_split != plan.forget_split else []))
-    run_step(run_dir, run_key, "manifest.json", "alter.pipelines.steps:unlearn_step", progress, settings=recipe,
+    run_step(run_dir, run_key, "manifest.json", "alter.pipelines.steps:unlearn_step", progress,
+             key_settings=recipe,
              model=start or reference["target_dir"],
              data=world.data, forget_split=forget_split, retain_split=plan.retain_split,
              method=variant.method, overrides=overrides, out=str(run_dir))
