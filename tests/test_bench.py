@@ -35,7 +35,10 @@ def test_variant_parsing_and_the_paper_recipe_beside_alter():
 
 
 def test_a_run_made_under_other_settings_names_the_settings_that_changed(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(bench_module, "run_isolated", lambda function, **kwargs: (tmp_path / "run" / "done").write_text("x"))
+    def finish(function, **kwargs):
+        (tmp_path / "run" / "done").write_text("x")
+
+    monkeypatch.setattr(bench_module, "run_isolated", finish)
     recipe = {"method": "alter", "params": {"plain_nll": True, "lr_b": 0.002}, "train": {"seed": 0}}
     run_step(tmp_path / "run", "key-1", "done", "alter.pipelines.steps:unlearn_step", key_settings=recipe)
     assert json.loads((tmp_path / "run" / "bench_settings.json").read_text()) == recipe

@@ -5,8 +5,9 @@ Units: a (world, seed) pair. Per world, the target (on `full`) and retain (on `r
 evaluations are built once and cached in `--cache`, shared by every bench. Per unit, each variant unlearns from the
 world's target in a fresh process and is evaluated. Every step folder carries `bench_key.txt`, a hash of everything
 its output depends on; a step finished under the same key is reused, an unfinished one resumes, one made under
-another key is recomputed (an unlearning run names the recipe settings that changed, from its `bench_settings.json`). `bench.json` keeps every unit's row; `bench.md` shows the mean and a 95% interval over
-units, and how much of each method's forgetting comes back under each out-of-sample probe ("undone").
+another key is recomputed (an unlearning run names the recipe settings that changed, from its `bench_settings.json`).
+`bench.json` keeps every unit's row; `bench.md` shows the mean and a 95% interval over units, and how much of each
+method's forgetting comes back under each out-of-sample probe ("undone").
 
 MUSE adds two protocols over a world's disjoint forget requests 1..R (`forget_requestK`, `forget_uptoK`):
 - scalability: each method forgets the growing sets `forget_upto1` .. `forget_upto{R-1}` from the target (the whole
